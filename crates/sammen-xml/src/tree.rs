@@ -1,0 +1,713 @@
+//! The compact document tree.
+//!
+//! Layout: all names, attribute values and texts are copied into one arena `String`; nodes and
+//! attributes are fixed-size records pointing into it. Building costs one pass of quick-xml plus a few
+//! amortised `Vec` pushes, and the tree owns its data (no lifetime ties to the input buffer).
+
+use crate::error::{reason_of, XmlError};
+use crate::Limits;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+#[derive(Debug, Clone)]
+struct NodeRec {
+    ns: u16,
+    name: Span,
+    parent: u32,
+    first_child: u32,
+    last_child: u32,
+    next_sibling: u32,
+    attrs_start: u32,
+    attrs_len: u32,
+    text: Span,
+    offset: u32,
+    opaque: bool,
+}
+
+#[derive(Debug, Clone)]
+struct AttrRec {
+    ns: u16,
+    name: Span,
+    value: Span,
+}
+
+/// A parsed document. Namespace id 0 is "no namespace".
+#[derive(Debug, Clone)]
+pub struct Document {
+    arena: String,
+    nodes: Vec<NodeRec>,
+    attrs: Vec<AttrRec>,
+    namespaces: Vec<String>,
+    line_index: Vec<u32>,
+}
+
+impl Document {
+    /// Parse `text` within `limits`. Elements in any of `opaque_ns` are kept as nodes, but their content is
+    /// only checked for well-formedness, not stored.
+    pub fn parse(text: &str, limits: &Limits, opaque_ns: &[&str]) -> Result<Document, XmlError> {
+        if text.len() > limits.max_bytes {
+            return Err(XmlError::TooLarge {
+                limit: limits.max_bytes,
+            });
+        }
+        if text.len() >= u32::MAX as usize {
+            return Err(XmlError::TooLarge {
+                limit: u32::MAX as usize - 1,
+            });
+        }
+        Builder::new(text, limits, opaque_ns).run()
+    }
+
+    /// The root element.
+    pub fn root(&self) -> Node<'_> {
+        Node { doc: self, id: 0 }
+    }
+
+    /// Number of stored elements.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Never true for a parsed document (it always has a root).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// `line:column` of a byte offset in the parsed text.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let off = offset as u32;
+        let line = self.line_index.partition_point(|&nl| nl < off);
+        let line_start = if line == 0 {
+            0
+        } else {
+            self.line_index[line - 1] + 1
+        };
+        (line + 1, (off.saturating_sub(line_start)) as usize + 1)
+    }
+
+    fn str(&self, s: Span) -> &str {
+        let start = s.start as usize;
+        self.arena.get(start..start + s.len as usize).unwrap_or("")
+    }
+}
+
+/// A borrowed element of a [`Document`].
+#[derive(Clone, Copy)]
+pub struct Node<'d> {
+    doc: &'d Document,
+    id: u32,
+}
+
+impl std::fmt::Debug for Node<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: never values, which may be personal data.
+        write!(f, "Node({{{}}}{})", self.namespace(), self.name())
+    }
+}
+
+impl<'d> Node<'d> {
+    fn rec(&self) -> &'d NodeRec {
+        &self.doc.nodes[self.id as usize]
+    }
+
+    /// The document this node belongs to.
+    pub fn document(&self) -> &'d Document {
+        self.doc
+    }
+
+    /// Local name.
+    pub fn name(&self) -> &'d str {
+        self.doc.str(self.rec().name)
+    }
+
+    /// Namespace URI ("" when unbound).
+    pub fn namespace(&self) -> &'d str {
+        &self.doc.namespaces[self.rec().ns as usize]
+    }
+
+    /// True when this element is `{ns}local`.
+    pub fn is(&self, ns: &str, local: &str) -> bool {
+        self.name() == local && self.namespace() == ns
+    }
+
+    /// Parent element.
+    pub fn parent(&self) -> Option<Node<'d>> {
+        let p = self.rec().parent;
+        (p != NONE).then_some(Node {
+            doc: self.doc,
+            id: p,
+        })
+    }
+
+    /// Child elements in document order.
+    pub fn children(&self) -> Children<'d> {
+        Children {
+            doc: self.doc,
+            next: self.rec().first_child,
+        }
+    }
+
+    /// First child `{ns}local` where `ns` is this element's own namespace.
+    pub fn child(&self, local: &str) -> Option<Node<'d>> {
+        let ns = self.rec().ns;
+        self.children()
+            .find(|c| c.rec().ns == ns && c.name() == local)
+    }
+
+    /// All children `{ns}local` in this element's own namespace.
+    pub fn children_named(&self, local: &'d str) -> impl Iterator<Item = Node<'d>> + 'd {
+        let ns = self.rec().ns;
+        self.children()
+            .filter(move |c| c.rec().ns == ns && c.name() == local)
+    }
+
+    /// First child `{ns}local` in a given namespace.
+    pub fn child_ns(&self, ns: &str, local: &str) -> Option<Node<'d>> {
+        self.children().find(|c| c.is(ns, local))
+    }
+
+    /// Follow a path of local names in this element's namespace (`["period", "start"]`).
+    pub fn at(&self, path: &[&str]) -> Option<Node<'d>> {
+        path.iter().try_fold(*self, |n, p| n.child(p))
+    }
+
+    /// Attribute without namespace (`value`, `url`, ...).
+    pub fn attr(&self, local: &str) -> Option<&'d str> {
+        self.attrs()
+            .find(|(ns, n, _)| ns.is_empty() && *n == local)
+            .map(|(_, _, v)| v)
+    }
+
+    /// All attributes as (namespace, local name, value). `xmlns` declarations are not included.
+    pub fn attrs(&self) -> impl Iterator<Item = (&'d str, &'d str, &'d str)> + 'd {
+        let r = self.rec();
+        let doc = self.doc;
+        let range = r.attrs_start as usize..(r.attrs_start + r.attrs_len) as usize;
+        doc.attrs[range].iter().map(move |a| {
+            (
+                doc.namespaces[a.ns as usize].as_str(),
+                doc.str(a.name),
+                doc.str(a.value),
+            )
+        })
+    }
+
+    /// The FHIR `value` attribute.
+    pub fn value(&self) -> Option<&'d str> {
+        self.attr("value")
+    }
+
+    /// `value` attribute of the child `local` (FHIR primitive: `<status value="..."/>`).
+    pub fn child_value(&self, local: &str) -> Option<&'d str> {
+        self.child(local).and_then(|c| c.value())
+    }
+
+    /// Text directly inside this element (not its children), trimmed. Empty for opaque elements.
+    pub fn text(&self) -> &'d str {
+        self.doc.str(self.rec().text).trim()
+    }
+
+    /// Trimmed text of the child `local` in this element's namespace, if that child exists.
+    pub fn child_text(&self, local: &str) -> Option<&'d str> {
+        self.child(local).map(|c| c.text())
+    }
+
+    /// True when the element's content was not stored (opaque namespace); it did contain well-formed XML.
+    pub fn is_opaque(&self) -> bool {
+        self.rec().opaque
+    }
+
+    /// True when the element has child elements or non-blank text (opaque elements: when non-empty).
+    pub fn has_content(&self) -> bool {
+        let r = self.rec();
+        r.first_child != NONE || r.text.len > 0 || (r.opaque && r.text.start == 1)
+    }
+
+    /// Byte offset of the start tag in the parsed text.
+    pub fn offset(&self) -> usize {
+        self.rec().offset as usize
+    }
+
+    /// `line:column` of the start tag.
+    pub fn line_col(&self) -> (usize, usize) {
+        self.doc.line_col(self.offset())
+    }
+
+    /// A stable identity within the document (for sets and maps of nodes).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+/// Iterator over child elements.
+pub struct Children<'d> {
+    doc: &'d Document,
+    next: u32,
+}
+
+impl<'d> Iterator for Children<'d> {
+    type Item = Node<'d>;
+    fn next(&mut self) -> Option<Node<'d>> {
+        if self.next == NONE {
+            return None;
+        }
+        let n = Node {
+            doc: self.doc,
+            id: self.next,
+        };
+        self.next = self.doc.nodes[self.next as usize].next_sibling;
+        Some(n)
+    }
+}
+
+struct Builder<'t> {
+    text: &'t str,
+    limits: &'t Limits,
+    opaque_ns: &'t [&'t str],
+    doc: Document,
+    /// Stack of stored open elements.
+    stack: Vec<u32>,
+    /// Depth inside an opaque element (0 = not inside one).
+    opaque_depth: usize,
+    root_closed: bool,
+}
+
+impl<'t> Builder<'t> {
+    fn new(text: &'t str, limits: &'t Limits, opaque_ns: &'t [&'t str]) -> Self {
+        let line_index = text
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'\n')
+            .map(|(i, _)| i as u32)
+            .collect();
+        Builder {
+            text,
+            limits,
+            opaque_ns,
+            doc: Document {
+                arena: String::with_capacity(text.len() / 4),
+                nodes: Vec::with_capacity(text.len() / 48),
+                attrs: Vec::with_capacity(text.len() / 64),
+                namespaces: vec![String::new()],
+                line_index,
+            },
+            stack: Vec::with_capacity(32),
+            opaque_depth: 0,
+            root_closed: false,
+        }
+    }
+
+    fn intern_ns(&mut self, r: &ResolveResult<'_>, offset: usize) -> Result<u16, XmlError> {
+        let uri = match r {
+            ResolveResult::Bound(ns) => ns.0,
+            ResolveResult::Unbound => return Ok(0),
+            ResolveResult::Unknown(_) => return Err(XmlError::UnboundPrefix { offset }),
+        };
+        if let Some(i) = self.doc.namespaces.iter().position(|n| n == uri) {
+            return Ok(i as u16);
+        }
+        if self.doc.namespaces.len() >= usize::from(u16::MAX) {
+            return Err(XmlError::Malformed {
+                offset,
+                reason: "too many distinct namespaces",
+            });
+        }
+        self.doc.namespaces.push(uri.to_owned());
+        Ok((self.doc.namespaces.len() - 1) as u16)
+    }
+
+    fn push_str(&mut self, s: &str) -> Span {
+        let start = self.doc.arena.len() as u32;
+        self.doc.arena.push_str(s);
+        Span {
+            start,
+            len: s.len() as u32,
+        }
+    }
+
+    /// Append text to the innermost stored element, keeping its text contiguous in the arena.
+    fn push_text(&mut self, s: &str, offset: usize) -> Result<(), XmlError> {
+        let Some(&top) = self.stack.last() else {
+            if !s.trim().is_empty() {
+                return Err(XmlError::ContentAfterRoot { offset });
+            }
+            return Ok(());
+        };
+        if self.opaque_depth > 0 {
+            // Mark non-empty opaque content without storing it (start=1 is the marker, len stays 0).
+            if !s.trim().is_empty() {
+                self.doc.nodes[top as usize].text = Span { start: 1, len: 0 };
+            }
+            return Ok(());
+        }
+        let cur = self.doc.nodes[top as usize].text;
+        if cur.len == 0 && s.trim().is_empty() {
+            return Ok(());
+        }
+        let end = (cur.start + cur.len) as usize;
+        let new = if cur.len > 0 && end == self.doc.arena.len() {
+            self.doc.arena.push_str(s);
+            Span {
+                start: cur.start,
+                len: cur.len + s.len() as u32,
+            }
+        } else {
+            let start = self.doc.arena.len() as u32;
+            if cur.len > 0 {
+                let old = self.doc.str(cur).to_owned();
+                self.doc.arena.push_str(&old);
+            }
+            self.doc.arena.push_str(s);
+            Span {
+                start,
+                len: cur.len + s.len() as u32,
+            }
+        };
+        self.doc.nodes[top as usize].text = new;
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        reader: &NsReader<&[u8]>,
+        ns: u16,
+        e: &BytesStart<'_>,
+        offset: usize,
+        empty: bool,
+    ) -> Result<(), XmlError> {
+        if self.root_closed {
+            return Err(XmlError::ContentAfterRoot { offset });
+        }
+        let depth = self.stack.len() + self.opaque_depth + 1;
+        if depth > self.limits.max_depth {
+            return Err(XmlError::TooDeep {
+                limit: self.limits.max_depth,
+                offset,
+            });
+        }
+        let mut n_attrs = 0usize;
+        for a in e.attributes() {
+            let a = a.map_err(|err| XmlError::Malformed {
+                offset,
+                reason: reason_of(&err.into()),
+            })?;
+            n_attrs += 1;
+            if n_attrs > self.limits.max_attributes {
+                return Err(XmlError::TooManyAttributes {
+                    limit: self.limits.max_attributes,
+                    offset,
+                });
+            }
+            // Values are resolved even inside opaque content so undefined entities are always caught.
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|err| match err {
+                    quick_xml::Error::Escape(
+                        quick_xml::escape::EscapeError::UnrecognizedEntity(..),
+                    ) => XmlError::EntityUndefined { offset },
+                    other => XmlError::Malformed {
+                        offset,
+                        reason: reason_of(&other),
+                    },
+                })?;
+        }
+        if self.opaque_depth > 0 {
+            if !empty {
+                self.opaque_depth += 1;
+            }
+            if let Some(&top) = self.stack.last() {
+                self.doc.nodes[top as usize].text = Span { start: 1, len: 0 };
+            }
+            return Ok(());
+        }
+        if self.doc.nodes.len() >= self.limits.max_elements {
+            return Err(XmlError::TooManyElements {
+                limit: self.limits.max_elements,
+                offset,
+            });
+        }
+        let opaque = self
+            .opaque_ns
+            .contains(&self.doc.namespaces[ns as usize].as_str());
+        let name = self.push_str(e.local_name().as_ref());
+        let attrs_start = self.doc.attrs.len() as u32;
+        for a in e.attributes() {
+            let a = a.map_err(|err| XmlError::Malformed {
+                offset,
+                reason: reason_of(&err.into()),
+            })?;
+            let key = a.key;
+            if key.as_namespace_binding().is_some() {
+                continue;
+            }
+            let (ans, local) = reader.resolver().resolve_attribute(key);
+            let ans = self.intern_ns(&ans, offset)?;
+            let name = self.push_str(local.as_ref());
+            let value = a
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|err| XmlError::Malformed {
+                    offset,
+                    reason: reason_of(&err),
+                })?;
+            let value = self.push_str(&value);
+            self.doc.attrs.push(AttrRec {
+                ns: ans,
+                name,
+                value,
+            });
+        }
+        let id = self.doc.nodes.len() as u32;
+        let parent = self.stack.last().copied().unwrap_or(NONE);
+        self.doc.nodes.push(NodeRec {
+            ns,
+            name,
+            parent,
+            first_child: NONE,
+            last_child: NONE,
+            next_sibling: NONE,
+            attrs_start,
+            attrs_len: self.doc.attrs.len() as u32 - attrs_start,
+            text: Span::default(),
+            offset: offset as u32,
+            opaque,
+        });
+        if parent != NONE {
+            let p = &mut self.doc.nodes[parent as usize];
+            if p.last_child == NONE {
+                p.first_child = id;
+            } else {
+                let last = p.last_child as usize;
+                self.doc.nodes[last].next_sibling = id;
+            }
+            self.doc.nodes[parent as usize].last_child = id;
+        }
+        if empty {
+            if self.stack.is_empty() {
+                self.root_closed = true;
+            }
+        } else {
+            self.stack.push(id);
+            if opaque {
+                self.opaque_depth = 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) {
+        if self.opaque_depth > 1 {
+            self.opaque_depth -= 1;
+            return;
+        }
+        self.opaque_depth = 0;
+        self.stack.pop();
+        if self.stack.is_empty() {
+            self.root_closed = true;
+        }
+    }
+
+    fn run(mut self) -> Result<Document, XmlError> {
+        let mut reader = NsReader::from_str(self.text);
+        reader.config_mut().enable_all_checks(true);
+        loop {
+            let offset = reader.buffer_position() as usize;
+            let (ns, event) = match reader.read_resolved_event() {
+                Ok((r, e)) => {
+                    let ns = match &e {
+                        Event::Start(_) | Event::Empty(_) if self.opaque_depth == 0 => {
+                            self.intern_ns(&r, offset)?
+                        }
+                        _ => 0,
+                    };
+                    (ns, e)
+                }
+                Err(err) => {
+                    let at = reader.error_position() as usize;
+                    return Err(match err {
+                        quick_xml::Error::Namespace(_) => XmlError::UnboundPrefix { offset: at },
+                        other => XmlError::Malformed {
+                            offset: at,
+                            reason: reason_of(&other),
+                        },
+                    });
+                }
+            };
+            match event {
+                Event::DocType(_) => return Err(XmlError::DoctypeForbidden { offset }),
+                Event::Start(e) => self.start(&reader, ns, &e, offset, false)?,
+                Event::Empty(e) => self.start(&reader, ns, &e, offset, true)?,
+                Event::End(_) => self.end(),
+                Event::Text(t) => self.push_text(&t.xml10_content(), offset)?,
+                Event::CData(c) => self.push_text(&c.xml10_content(), offset)?,
+                Event::GeneralRef(r) => {
+                    let ch = match r.resolve_char_ref() {
+                        Ok(Some(c)) => c,
+                        Ok(None) => match quick_xml::escape::resolve_predefined_entity(&r) {
+                            Some(s) => {
+                                self.push_text(s, offset)?;
+                                continue;
+                            }
+                            None => return Err(XmlError::EntityUndefined { offset }),
+                        },
+                        Err(_) => {
+                            return Err(XmlError::Malformed {
+                                offset,
+                                reason: "invalid character reference",
+                            })
+                        }
+                    };
+                    let mut buf = [0u8; 4];
+                    self.push_text(ch.encode_utf8(&mut buf), offset)?;
+                }
+                Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
+                Event::Eof => break,
+            }
+        }
+        if self.doc.nodes.is_empty() {
+            return Err(XmlError::Empty);
+        }
+        if !self.stack.is_empty() {
+            return Err(XmlError::Malformed {
+                offset: self.text.len(),
+                reason: "element is not closed",
+            });
+        }
+        Ok(self.doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ns;
+
+    fn parse(s: &str) -> Result<Document, XmlError> {
+        Document::parse(s, &Limits::default(), &[ns::XHTML])
+    }
+
+    #[test]
+    fn namespaces_match_on_uri_not_prefix() {
+        let a = parse(r#"<a:Emessage xmlns:a="urn:x"><a:Letter v="1"/></a:Emessage>"#).unwrap();
+        let b = parse(r#"<Emessage xmlns="urn:x"><Letter v="1"/></Emessage>"#).unwrap();
+        for d in [&a, &b] {
+            assert!(d.root().is("urn:x", "Emessage"));
+            let l = d.root().child("Letter").unwrap();
+            assert_eq!(l.attr("v"), Some("1"));
+        }
+        let c = parse(r#"<Emessage xmlns="urn:x"><Letter xmlns="urn:y"/></Emessage>"#).unwrap();
+        assert!(c.root().child("Letter").is_none());
+        assert!(c.root().child_ns("urn:y", "Letter").is_some());
+    }
+
+    #[test]
+    fn doctype_is_refused_and_entities_never_expanded() {
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><a>&lol2;</a>"#;
+        assert!(matches!(
+            parse(bomb),
+            Err(XmlError::DoctypeForbidden { .. })
+        ));
+        let ext = r#"<!DOCTYPE a SYSTEM "file:///etc/passwd"><a/>"#;
+        assert_eq!(parse(ext).unwrap_err().code(), "xml.doctype-forbidden");
+        assert_eq!(
+            parse("<a>&custom;</a>").unwrap_err().code(),
+            "xml.entity-undefined"
+        );
+        assert_eq!(
+            parse(r#"<a b="&custom;"/>"#).unwrap_err().code(),
+            "xml.entity-undefined"
+        );
+        let ok = parse(r#"<a b="x&amp;y">1 &lt; 2 &#x41;</a>"#).unwrap();
+        assert_eq!(ok.root().attr("b"), Some("x&y"));
+        assert_eq!(ok.root().text(), "1 < 2 A");
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let deep = "<a>".repeat(200) + &"</a>".repeat(200);
+        assert_eq!(parse(&deep).unwrap_err().code(), "xml.too-deep");
+        let attrs: String = (0..100).map(|i| format!(" a{i}=\"1\"")).collect();
+        assert_eq!(
+            parse(&format!("<a{attrs}/>")).unwrap_err().code(),
+            "xml.too-many-attributes"
+        );
+        let small = Limits {
+            max_bytes: 10,
+            ..Limits::default()
+        };
+        assert_eq!(
+            Document::parse("<a>0123456789</a>", &small, &[])
+                .unwrap_err()
+                .code(),
+            "xml.too-large"
+        );
+        let few = Limits {
+            max_elements: 2,
+            ..Limits::default()
+        };
+        assert_eq!(
+            Document::parse("<a><b/><c/></a>", &few, &[])
+                .unwrap_err()
+                .code(),
+            "xml.too-many-elements"
+        );
+    }
+
+    #[test]
+    fn malformed_documents() {
+        for (doc, code) in [
+            ("", "xml.empty"),
+            ("<a>", "xml.malformed"),
+            ("<a></b>", "xml.malformed"),
+            ("<a/><b/>", "xml.content-after-root"),
+            ("<a/>text", "xml.content-after-root"),
+            ("<x:a/>", "xml.namespace-unbound"),
+            ("<a b='1' b='2'/>", "xml.malformed"),
+            ("<a b=1/>", "xml.malformed"),
+        ] {
+            assert_eq!(parse(doc).map(|_| ()).unwrap_err().code(), code, "{doc}");
+        }
+    }
+
+    #[test]
+    fn opaque_subtrees_are_checked_not_stored() {
+        let d = parse(r#"<r xmlns="urn:r"><text><div xmlns="http://www.w3.org/1999/xhtml"><p>secret name</p></div></text><v value="1"/></r>"#).unwrap();
+        let div = d
+            .root()
+            .child("text")
+            .unwrap()
+            .child_ns(ns::XHTML, "div")
+            .unwrap();
+        assert!(div.is_opaque());
+        assert!(div.has_content());
+        assert_eq!(div.children().count(), 0);
+        assert!(!d.arena.contains("secret"));
+        assert_eq!(d.root().child_value("v"), Some("1"));
+        let bad = r#"<r><div xmlns="http://www.w3.org/1999/xhtml"><p></div></r>"#;
+        assert_eq!(parse(bad).unwrap_err().code(), "xml.malformed");
+        let empty = parse(r#"<r><div xmlns="http://www.w3.org/1999/xhtml"/></r>"#).unwrap();
+        assert!(!empty.root().children().next().unwrap().has_content());
+    }
+
+    #[test]
+    fn mixed_content_text_is_joined() {
+        let d = parse("<a>one<b/>two<![CDATA[<3>]]></a>").unwrap();
+        assert_eq!(d.root().text(), "onetwo<3>");
+        assert_eq!(d.root().child("b").unwrap().line_col(), (1, 7));
+    }
+
+    #[test]
+    fn line_columns() {
+        let d = parse("<a>\n  <b/>\n</a>").unwrap();
+        assert_eq!(d.root().child("b").unwrap().line_col(), (2, 3));
+        let e = parse("<a>\n<b></c></a>").unwrap_err();
+        assert_eq!(e.location("<a>\n<b></c></a>").split(':').next(), Some("2"));
+    }
+}
