@@ -1,0 +1,284 @@
+//! The group committer shared by both backends.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::{Batch, KeyValue, MergedGroup, Op, Store, StoreError};
+
+/// At most this many batches share one sync.
+pub const MAX_GROUP_BATCHES: usize = 1024;
+/// A group stops growing once its batches hold this many bytes.
+pub const MAX_GROUP_BYTES: usize = 32 << 20;
+
+/// An engine adapter: atomic unsynced group writes, one sync, and reads. Only the committer writes.
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// Engine name.
+    const NAME: &'static str;
+    /// Open (or create, or recover) the engine at `path` with these trees.
+    fn open(path: &Path, trees: &[&'static str]) -> Result<Self, StoreError>;
+    /// Read one key; `tree` indexes the tree list given to `open`.
+    fn get(&self, tree: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Ordered range read.
+    fn range(
+        &self,
+        tree: usize,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
+    /// Greatest key.
+    fn last(&self, tree: usize) -> Result<Option<KeyValue>, StoreError>;
+    /// Apply a merged group as one atomic write (visible, not yet durable).
+    fn write(&self, group: &MergedGroup) -> Result<(), StoreError>;
+    /// Make everything written so far durable.
+    fn sync(&self) -> Result<(), StoreError>;
+}
+
+type Reply = mpsc::SyncSender<Result<(), StoreError>>;
+
+struct Job {
+    batch: Batch,
+    reply: Reply,
+}
+
+/// Waits for the group commit that carries one batch.
+#[derive(Debug)]
+#[must_use = "a batch is only durable once its ticket says so"]
+pub struct Ticket {
+    rx: mpsc::Receiver<Result<(), StoreError>>,
+}
+
+impl Ticket {
+    /// Block until the batch is durable (`Ok`) or its group failed.
+    pub fn wait(self) -> Result<(), StoreError> {
+        self.rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+struct Shared<B> {
+    path: PathBuf,
+    trees: Vec<&'static str>,
+    engine: RwLock<Option<Arc<B>>>,
+    groups: AtomicU64,
+    batches: AtomicU64,
+}
+
+impl<B: Backend> Shared<B> {
+    fn tree(&self, name: &str) -> Result<usize, StoreError> {
+        self.trees
+            .iter()
+            .position(|t| *t == name)
+            .ok_or_else(|| StoreError::UnknownTree(name.to_owned()))
+    }
+
+    /// The open engine, reopening it (engine crash recovery) after a failure closed it.
+    fn engine(&self) -> Result<Arc<B>, StoreError> {
+        if let Some(e) = self.engine.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(Arc::clone(e));
+        }
+        let mut slot = self.engine.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = slot.as_ref() {
+            return Ok(Arc::clone(e));
+        }
+        let opened = catch_unwind(AssertUnwindSafe(|| B::open(&self.path, &self.trees)))
+            .unwrap_or_else(|_| Err(panicked(B::NAME, "open")))?;
+        let e = Arc::new(opened);
+        *slot = Some(Arc::clone(&e));
+        Ok(e)
+    }
+
+    /// Drop the engine after a failed group so the next use reopens it from disk.
+    fn close_engine(&self) {
+        let taken = self
+            .engine
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut arc) = taken {
+            // Readers hold clones only for one call; wait for them so the engine's file lock is released.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match Arc::try_unwrap(arc) {
+                    Ok(engine) => {
+                        let _ = catch_unwind(AssertUnwindSafe(move || drop(engine)));
+                        return;
+                    }
+                    Err(back) if Instant::now() < deadline => {
+                        arc = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    fn merge(&self, jobs: &[Job]) -> Result<MergedGroup, StoreError> {
+        let mut merged: MergedGroup = vec![BTreeMap::new(); self.trees.len()];
+        for job in jobs {
+            for op in job.batch.ops() {
+                match op {
+                    Op::Put { tree, key, value } => {
+                        merged[self.tree(tree)?].insert(key.clone(), Some(value.clone()));
+                    }
+                    Op::Delete { tree, key } => {
+                        merged[self.tree(tree)?].insert(key.clone(), None);
+                    }
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    fn apply(&self, jobs: &[Job]) -> Result<(), StoreError> {
+        let merged = self.merge(jobs)?;
+        let engine = self.engine()?;
+        catch_unwind(AssertUnwindSafe(|| {
+            engine.write(&merged)?;
+            engine.sync()
+        }))
+        .unwrap_or_else(|_| Err(panicked(B::NAME, "commit")))
+    }
+}
+
+fn panicked(backend: &'static str, what: &str) -> StoreError {
+    StoreError::Engine {
+        backend,
+        message: format!("engine panicked during {what}"),
+    }
+}
+
+/// A [`Store`] over one engine, with a committer thread doing group commit.
+pub struct GroupStore<B: Backend> {
+    shared: Arc<Shared<B>>,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<B: Backend> std::fmt::Debug for GroupStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupStore")
+            .field("backend", &B::NAME)
+            .field("path", &self.shared.path)
+            .finish()
+    }
+}
+
+impl<B: Backend> GroupStore<B> {
+    /// Open or create the store at `path` with exactly these trees.
+    pub fn open(path: impl AsRef<Path>, trees: &[&'static str]) -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared {
+            path: path.as_ref().to_path_buf(),
+            trees: trees.to_vec(),
+            engine: RwLock::new(None),
+            groups: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+        });
+        shared.engine()?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-committer", B::NAME))
+            .spawn(move || committer(&worker, &rx))
+            .map_err(|e| StoreError::from_io(&e))?;
+        Ok(Self {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// (groups committed, batches committed) since open: batches / groups = writers served per sync.
+    pub fn group_stats(&self) -> (u64, u64) {
+        (
+            self.shared.groups.load(Ordering::Relaxed),
+            self.shared.batches.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn committer<B: Backend>(shared: &Shared<B>, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut bytes = first.batch.size_bytes();
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP_BATCHES && bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.batch.size_bytes();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = shared.apply(&jobs);
+        if result.is_err() {
+            shared.close_engine();
+        } else {
+            shared.groups.fetch_add(1, Ordering::Relaxed);
+            shared
+                .batches
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        }
+        for job in jobs {
+            let _ = job.reply.send(result.clone());
+        }
+    }
+}
+
+impl<B: Backend> Drop for GroupStore<B> {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<B: Backend> Store for GroupStore<B> {
+    fn backend_name(&self) -> &'static str {
+        B::NAME
+    }
+
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.shared.tree(tree)?;
+        self.shared.engine()?.get(t, key)
+    }
+
+    fn range(
+        &self,
+        tree: &str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let t = self.shared.tree(tree)?;
+        if limit == 0 || to.is_some_and(|to| to <= from) {
+            return Ok(Vec::new());
+        }
+        self.shared.engine()?.range(t, from, to, limit)
+    }
+
+    fn last(&self, tree: &str) -> Result<Option<KeyValue>, StoreError> {
+        let t = self.shared.tree(tree)?;
+        self.shared.engine()?.last(t)
+    }
+
+    fn submit(&self, batch: Batch) -> Result<Ticket, StoreError> {
+        // Reject unknown trees here so one bad batch cannot fail a whole group.
+        for op in batch.ops() {
+            let (Op::Put { tree, .. } | Op::Delete { tree, .. }) = op;
+            self.shared.tree(tree)?;
+        }
+        let (reply, rx) = mpsc::sync_channel(1);
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(Job { batch, reply })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Ticket { rx })
+    }
+}

@@ -1,0 +1,115 @@
+use super::*;
+use std::sync::Arc;
+
+const TREES: &[&str] = &["a", "b"];
+
+fn roundtrip<S: Store>(open: impl Fn(&std::path::Path) -> S) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        let mut b = Batch::new();
+        b.put("a", b"k1".to_vec(), b"v1".to_vec());
+        b.put("a", b"k2".to_vec(), b"v2".to_vec());
+        b.put("b", b"x".to_vec(), b"y".to_vec());
+        s.commit(b).unwrap();
+        let mut b = Batch::new();
+        b.delete("a", b"k1".to_vec());
+        b.put("a", b"k3".to_vec(), b"v3".to_vec());
+        s.commit(b).unwrap();
+        assert_eq!(s.get("a", b"k2").unwrap(), Some(b"v2".to_vec()));
+        assert_eq!(s.get("a", b"k1").unwrap(), None);
+        assert!(matches!(
+            s.get("nope", b"k"),
+            Err(StoreError::UnknownTree(_))
+        ));
+        let mut bad = Batch::new();
+        bad.put("nope", b"k".to_vec(), b"v".to_vec());
+        assert!(matches!(s.submit(bad), Err(StoreError::UnknownTree(_))));
+    }
+    let s = open(dir.path());
+    let all = s.scan_prefix("a", b"k", 10).unwrap();
+    assert_eq!(
+        all,
+        vec![
+            (b"k2".to_vec(), b"v2".to_vec()),
+            (b"k3".to_vec(), b"v3".to_vec())
+        ]
+    );
+    assert_eq!(s.range("a", b"k2", Some(b"k3"), 10).unwrap().len(), 1);
+    assert_eq!(s.last("a").unwrap().unwrap().0, b"k3".to_vec());
+    assert_eq!(s.get("b", b"x").unwrap(), Some(b"y".to_vec()));
+    assert_eq!(s.last("b").unwrap().unwrap().1, b"y".to_vec());
+}
+
+fn group_commit<S: Store>(s: S) {
+    let s = Arc::new(s);
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..50u32 {
+                    let mut b = Batch::new();
+                    b.put("a", format!("{t:02}/{i:04}").into_bytes(), vec![7u8; 4096]);
+                    s.commit(b).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.scan_prefix("a", b"", 10_000).unwrap().len(), 800);
+}
+
+#[test]
+fn sled_roundtrip_and_reopen() {
+    roundtrip(|p| SledStore::open(p, TREES).unwrap());
+}
+
+#[test]
+fn fjall_roundtrip_and_reopen() {
+    roundtrip(|p| FjallStore::open(p, TREES).unwrap());
+}
+
+#[test]
+fn sled_group_commit_serves_many_writers_per_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path(), TREES).unwrap();
+    group_commit(s);
+}
+
+#[test]
+fn fjall_group_commit_serves_many_writers_per_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FjallStore::open(dir.path(), TREES).unwrap();
+    group_commit(s);
+}
+
+#[test]
+fn large_values_are_durable_blobs_in_sled() {
+    // > 128 KiB goes to a sled blob file, which our sync must fdatasync too.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path(), TREES).unwrap();
+        let mut b = Batch::new();
+        b.put("a", b"big".to_vec(), vec![3u8; 600 << 10]);
+        s.commit(b).unwrap();
+    }
+    let s = SledStore::open(dir.path(), TREES).unwrap();
+    assert_eq!(s.get("a", b"big").unwrap().unwrap().len(), 600 << 10);
+}
+
+#[test]
+fn prefix_end_handles_ff() {
+    assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+    assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+    assert_eq!(prefix_end(&[0xff, 0xff]), None);
+}
+
+#[test]
+fn disk_full_classified() {
+    let e = std::io::Error::from_raw_os_error(28);
+    assert!(StoreError::from_io(&e).is_disk_full());
+    let e = std::io::Error::from_raw_os_error(5);
+    assert!(matches!(StoreError::from_io(&e), StoreError::Io(_)));
+}
