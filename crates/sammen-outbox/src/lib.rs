@@ -1,1 +1,70 @@
-//! x
+//! # sammen-outbox: store-and-forward for accepted MedCom messages
+//!
+//! Why it exists: when Sammen answers a sender "accepted", the message must reach its receiver even if the
+//! broker process is killed, the machine loses power, RabbitMQ is down or the receiver is away for days. The
+//! outbox is the single place that promise is kept: the ingress calls [`Outbox::accept`] and answers only
+//! after it returns; the relay drains [`Outbox::next_batch`] and reports back what the bus confirmed.
+//!
+//! ## On-disk layout (one [`sammen_store::Store`], trees in [`trees`])
+//! Record ids ([`RecordId`]) are a global monotonic `u64`, stored big-endian so key order is id order.
+//! Strings in keys carry a big-endian `u16` length prefix (`‖` below), so no separator can be forged.
+//! Parties are keyed by [`party_key`]: `gln:<GLN>`, else `sor:<SOR>`.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `payload` | id | the exact bytes accepted |
+//! | `meta` | id | JSON [`Status`]: ids, family, event, parties, sha256, state, timeline, attempts |
+//! | `dedupe` | `e`‖sender‖envelope_id | id ‖ message_id |
+//! | `dedupe` | `m`‖sender‖message_id | id of the first record with this message id |
+//! | `msgid` | message_id ‖ id | (empty) |
+//! | `queue` | receiver ‖ id | (empty): per-receiver publish queue |
+//! | `pending` | id | (empty): all records still to publish, in accept order |
+//! | `fin_payload`, `fin_meta` | finished_ms ‖ id | (empty): retention queues |
+//! | `counters` | `next_id` | next id (never reused, even after purge) |
+//!
+//! ## Invariants
+//! - `accept` writes payload, metadata, dedupe keys, first state `accepted`, the queue entries and the id
+//!   counter in **one atomic batch** and returns only once the store says it is durable (fdatasync'd, group
+//!   committed with concurrent accepts). A caller that got `Accepted`/`Resend` will find the record after any
+//!   crash; a caller that got an error may or may not (it retries; dedupe makes that safe).
+//! - Dedupe (MedCom reliable messaging), keyed by sender: same message id + same envelope id → `Duplicate`,
+//!   nothing written; same message id + new envelope id → `Resend`, a new record flagged with `resend_of`;
+//!   an envelope id already used with another message id → `Conflict`, nothing written.
+//! - A record is in `queue` and `pending` exactly while its state is `accepted`; the transition out of
+//!   `accepted` deletes both in the same batch that writes the new state.
+//! - Ids are allocated and submitted to the group committer under one lock, so they commit in id order:
+//!   `next_batch` returns each receiver's records in accept order.
+//! - Every transition is validated ([`State::can_go_to`]), appended to the timeline and committed durably
+//!   before the call returns. Operations on one record (and accepts of one dedupe key) are serialised
+//!   in memory; different records share group commits.
+//! - A record that reaches a final state gets retention entries; `purge` drops its payload after
+//!   `payload_ttl` and the whole record, with its dedupe keys, after `meta_ttl`.
+//!
+//! ## Recovery
+//! Nothing to replay: on open the store runs its engine's recovery, the outbox recomputes the id allocator
+//! (max of the counter and the last `meta` key + 1) and the pending depth (count of `pending`). Records that
+//! were `accepted` before a crash are simply still in the queue; the relay publishes them again (at-least-once,
+//! the subscriber dedupes by message id).
+#![forbid(unsafe_code)]
+
+mod outbox;
+mod types;
+
+pub use outbox::{party_key, trees, Clock, Outbox, MAX_ID_LEN};
+pub use types::{
+    AcceptOutcome, AcceptRequest, AttemptOutcome, MessageMeta, OutboxConfig, OutboxError, Pending,
+    PurgeStats, RecordId, State, Status, Step,
+};
+
+/// Re-exported so callers name one crate.
+pub use sammen_store::{FjallStore, SledStore, Store, StoreError};
+
+/// Open an outbox on sled (made durable with fdatasync) at `path`.
+pub fn open_sled(path: impl AsRef<std::path::Path>, config: OutboxConfig) -> Result<Outbox<SledStore>, OutboxError> {
+    Outbox::open(SledStore::open(path, trees::ALL)?, config)
+}
+
+/// Open an outbox on fjall (PersistMode::SyncAll) at `path`.
+pub fn open_fjall(path: impl AsRef<std::path::Path>, config: OutboxConfig) -> Result<Outbox<FjallStore>, OutboxError> {
+    Outbox::open(FjallStore::open(path, trees::ALL)?, config)
+}

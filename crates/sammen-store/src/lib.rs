@@ -247,6 +247,60 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+macro_rules! forward_store {
+    ($ptr:ident) => {
+        /// Lets the outbox pick its backend at run time (`Box<dyn Store>` / `Arc<dyn Store>`).
+        impl<T: Store + ?Sized> Store for std::sync::$ptr<T> {
+            fn backend_name(&self) -> &'static str {
+                (**self).backend_name()
+            }
+            fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+                (**self).get(tree, key)
+            }
+            fn range(
+                &self,
+                tree: &str,
+                from: &[u8],
+                to: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<KeyValue>, StoreError> {
+                (**self).range(tree, from, to, limit)
+            }
+            fn last(&self, tree: &str) -> Result<Option<KeyValue>, StoreError> {
+                (**self).last(tree)
+            }
+            fn submit(&self, batch: Batch) -> Result<Ticket, StoreError> {
+                (**self).submit(batch)
+            }
+        }
+    };
+}
+forward_store!(Arc);
+
+impl<T: Store + ?Sized> Store for Box<T> {
+    fn backend_name(&self) -> &'static str {
+        (**self).backend_name()
+    }
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(tree, key)
+    }
+    fn range(
+        &self,
+        tree: &str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        (**self).range(tree, from, to, limit)
+    }
+    fn last(&self, tree: &str) -> Result<Option<KeyValue>, StoreError> {
+        (**self).last(tree)
+    }
+    fn submit(&self, batch: Batch) -> Result<Ticket, StoreError> {
+        (**self).submit(batch)
+    }
+}
+
 /// The smallest key greater than every key starting with `prefix` (`None`: no such key).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
