@@ -38,6 +38,9 @@ pub enum Family {
     /// OIOXML XBIN01 binary letter.
     #[serde(rename = "XBIN01")]
     Xbin01,
+    /// OIOXML XREF01 HospitalReferral (henvisning); seen inside the EHMI SBDH samples.
+    #[serde(rename = "XREF01")]
+    Xref01,
     /// OIOXML XCTL01 negative VANS receipt.
     #[serde(rename = "XCTL01")]
     Xctl01,
@@ -51,7 +54,7 @@ pub enum Family {
 
 impl Family {
     /// Every family, in a fixed order (for metrics and documentation).
-    pub const ALL: [Family; 14] = [
+    pub const ALL: [Family; 15] = [
         Family::HospitalNotification,
         Family::CareCommunication,
         Family::Acknowledgement,
@@ -63,6 +66,7 @@ impl Family {
         Family::Xdis21,
         Family::Xdis91,
         Family::Xbin01,
+        Family::Xref01,
         Family::Xctl01,
         Family::Xctl02,
         Family::Xctl03,
@@ -82,6 +86,7 @@ impl Family {
             Family::Xdis21 => "XDIS21",
             Family::Xdis91 => "XDIS91",
             Family::Xbin01 => "XBIN01",
+            Family::Xref01 => "XREF01",
             Family::Xctl01 => "XCTL01",
             Family::Xctl02 => "XCTL02",
             Family::Xctl03 => "XCTL03",

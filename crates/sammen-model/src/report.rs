@@ -127,6 +127,10 @@ pub struct Transport {
     pub kind: TransportKind,
     /// Envelope id (VANS `EnvelopeIdentifier`, SBDH `DocumentIdentification/InstanceIdentifier`).
     pub id: Option<String>,
+    /// Message id the envelope names (VANS `MetaInformation/Identifier`, SBDH scope `MESSAGEIDENTIFIER`),
+    /// checked against the inner message's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     /// Sender named by the envelope.
     pub sender: Party,
     /// Receiver named by the envelope.
