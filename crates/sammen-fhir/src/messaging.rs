@@ -425,8 +425,16 @@ fn provenances<'d>(
         let coding = p.at(&["activity", "coding"]);
         let act = coding.and_then(|c| c.child_value("code"));
         if let Some(c) = coding {
+            // HospitalNotification: the activity table is the value set.
+            let known = |a: &str| {
+                if profile.activities.is_none() && !profile.activity.is_empty() {
+                    profile.activity.iter().any(|x| x.code == a)
+                } else {
+                    allowed.iter().any(|x| x == a)
+                }
+            };
             let ok = c.child_value("system") == Some(t.systems.activity.as_str())
-                && act.is_some_and(|a| allowed.iter().any(|x| x == a));
+                && act.is_some_and(known);
             if !ok {
                 report.push(Issue::error(
                     activity_code,
