@@ -90,7 +90,9 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         _ => 0,
     }
@@ -128,7 +130,7 @@ pub fn check_cpr(s: &str) -> Option<IdProblem> {
     }
     const W: [u32; 10] = [4, 3, 2, 7, 6, 5, 4, 3, 2, 1];
     let sum: u32 = b.iter().zip(W).map(|(c, w)| u32::from(c - b'0') * w).sum();
-    (sum % 11 != 0).then_some(IdProblem::CprModulus11)
+    (!sum.is_multiple_of(11)).then_some(IdProblem::CprModulus11)
 }
 
 /// Check an eCPR (erstatnings-CPR): DDMMYY + 4 alphanumerics with at least one letter.
@@ -147,7 +149,7 @@ fn gln_check_digit(first12: &[u8]) -> u8 {
     let sum: u32 = first12
         .iter()
         .enumerate()
-        .map(|(i, c)| u32::from(c - b'0') * if i % 2 == 0 { 1 } else { 3 })
+        .map(|(i, c)| u32::from(c - b'0') * if i.is_multiple_of(2) { 1 } else { 3 })
         .sum();
     ((10 - sum % 10) % 10) as u8
 }

@@ -1,4 +1,5 @@
 //! Every real MedCom example parses (the conformance suite checks their content).
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 use sammen_xml::{decode, ns, Document, Limits};
 use std::path::Path;
 

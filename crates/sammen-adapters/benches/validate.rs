@@ -1,0 +1,123 @@
+//! Parse + validate per family, next to a bare quick-xml read of the same bytes in the same run.
+//!
+//! Run: `cargo bench -p sammen-adapters --bench validate`. After criterion's own output, a table gives
+//! MB/s and messages/s per family and the ratio validate / bare read (goal ≥ 0.6).
+use criterion::{criterion_group, Criterion, Throughput};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+use sammen_adapters::{validate, Options};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const CASES: &[(&str, &str)] = &[
+    (
+        "HospitalNotification",
+        "hospitalnotification/Bundle-a5e5b880-c087-4055-b9ec-99108695f81d.xml",
+    ),
+    (
+        "CareCommunication",
+        "carecommunication/Bundle-0d5b3c18-fab6-4d93-9d88-c9c8abf1f18c.xml",
+    ),
+    (
+        "Acknowledgement",
+        "acknowledgement/Bundle-bc9535ef-ed94-4060-a928-7baddec7ee71.xml",
+    ),
+    ("XDIS20", "oioxml-regionh/XDIS20_SBDH_Payload.xml"),
+    ("XDIS21", "oioxml-regionh/XDIS21_SBDH_Payload_VANS.xml"),
+    ("XDIS91", "oioxml/Flow1-XDIS91_Ex_to_FHIR.xml"),
+    ("XCTL03", "oioxml/Flow2-XCTL03_Ex_from_FHIR_XDIS91.xml"),
+    ("VANS+XDIS21", "oioxml-regionh/XDIS21_SBDH_Payload.xml"),
+    ("SBDH+XDIS20", "oioxml-regionh/XDIS20_SBDH.xml"),
+    ("SBDH+FHIR", "sbdh/20250429_ehmisbdh_sample.xml"),
+];
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/examples")
+}
+
+/// The baseline: every event read and every attribute iterated, nothing kept (limits.md X1).
+fn bare_read(text: &str) -> usize {
+    let mut r = Reader::from_str(text);
+    let mut n = 0;
+    loop {
+        match r.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                n += e.attributes().filter(Result::is_ok).count() + 1
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => n += 1,
+        }
+    }
+    n
+}
+
+fn load(rel: &str) -> Vec<u8> {
+    std::fs::read(examples().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn bench(c: &mut Criterion) {
+    let opts = Options::default();
+    for (name, rel) in CASES {
+        let bytes = load(rel);
+        // ISO-8859-1 letters: the bare read gets the same text the validator parses.
+        let text = sammen_adapters::sammen_xml::decode(&bytes, true)
+            .map(|d| d.text.into_owned())
+            .unwrap_or_default();
+        let mut g = c.benchmark_group(*name);
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function("bare-read", |b| b.iter(|| bare_read(black_box(&text))));
+        g.bench_function("validate", |b| {
+            b.iter(|| validate(black_box(&bytes), &opts))
+        });
+        g.finish();
+    }
+}
+
+fn mean_ns(group: &str, func: &str) -> Option<f64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let path = target
+        .join("criterion")
+        .join(group.replace('+', "_"))
+        .join(func)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    // {"mean":{"confidence_interval":...,"point_estimate":123.4,...
+    let i = text.find("\"mean\"")?;
+    let j = text[i..].find("\"point_estimate\":")? + i + 17;
+    text[j..].split([',', '}']).next()?.trim().parse().ok()
+}
+
+fn summary() {
+    println!(
+        "\n{:<22} {:>8} {:>12} {:>12} {:>12} {:>9}",
+        "family", "bytes", "bare MB/s", "valid. MB/s", "valid. msg/s", "ratio"
+    );
+    for (name, rel) in CASES {
+        let len = load(rel).len() as f64;
+        match (mean_ns(name, "bare-read"), mean_ns(name, "validate")) {
+            (Some(b), Some(v)) => println!(
+                "{name:<22} {len:>8} {:>12.1} {:>12.1} {:>12.0} {:>8.2}x",
+                len / b * 1e3,
+                len / v * 1e3,
+                1e9 / v,
+                b / v
+            ),
+            _ => println!("{name:<22} (no estimate: run without a filter)"),
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    summary();
+}
