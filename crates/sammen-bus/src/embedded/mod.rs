@@ -344,12 +344,18 @@ impl EmbeddedSettle {
     }
 }
 
-/// Ends a subscription's task and returns its unsettled deliveries.
-struct SubGuard(CancellationToken);
+/// Ends a subscription's task and returns its unsettled deliveries at once (not when the task notices).
+struct SubGuard {
+    stop: CancellationToken,
+    core: Arc<Core>,
+    queue: String,
+    sub: u64,
+}
 
 impl Drop for SubGuard {
     fn drop(&mut self) {
-        self.0.cancel();
+        self.stop.cancel();
+        self.core.release(&self.queue, self.sub);
     }
 }
 
@@ -367,6 +373,9 @@ async fn pump(
         tokio::pin!(notified);
         // Register interest before looking, so a publish between the look and the wait is not missed.
         notified.as_mut().enable();
+        if stop.is_cancelled() {
+            break;
+        }
         match core.take_next(&queue, sub, prefetch) {
             Ok(Some(d)) => {
                 tokio::select! {
@@ -447,7 +456,7 @@ impl Bus for EmbeddedBus {
         let stop = self.core.shutdown.child_token();
         tokio::spawn(pump(
             self.core.clone(),
-            queue,
+            queue.clone(),
             sub,
             prefetch,
             notify,
@@ -456,7 +465,12 @@ impl Bus for EmbeddedBus {
         ));
         Ok(Subscription {
             rx,
-            _guard: Box::new(SubGuard(stop)),
+            _guard: Box::new(SubGuard {
+                stop,
+                core: self.core.clone(),
+                queue,
+                sub,
+            }),
         })
     }
 
