@@ -60,11 +60,17 @@ pub use types::{
 pub use sammen_store::{FjallStore, SledStore, Store, StoreError};
 
 /// Open an outbox on sled (made durable with fdatasync) at `path`.
-pub fn open_sled(path: impl AsRef<std::path::Path>, config: OutboxConfig) -> Result<Outbox<SledStore>, OutboxError> {
+pub fn open_sled(
+    path: impl AsRef<std::path::Path>,
+    config: OutboxConfig,
+) -> Result<Outbox<SledStore>, OutboxError> {
     Outbox::open(SledStore::open(path, trees::ALL)?, config)
 }
 
 /// Open an outbox on fjall (PersistMode::SyncAll) at `path`.
-pub fn open_fjall(path: impl AsRef<std::path::Path>, config: OutboxConfig) -> Result<Outbox<FjallStore>, OutboxError> {
+pub fn open_fjall(
+    path: impl AsRef<std::path::Path>,
+    config: OutboxConfig,
+) -> Result<Outbox<FjallStore>, OutboxError> {
     Outbox::open(FjallStore::open(path, trees::ALL)?, config)
 }

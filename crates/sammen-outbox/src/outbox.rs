@@ -509,11 +509,7 @@ impl<S: Store> Outbox<S> {
     }
 
     /// Count a failed attempt; the record dies when attempts or time to live are exhausted.
-    pub fn record_attempt(
-        &self,
-        id: RecordId,
-        error: &str,
-    ) -> Result<AttemptOutcome, OutboxError> {
+    pub fn record_attempt(&self, id: RecordId, error: &str) -> Result<AttemptOutcome, OutboxError> {
         let now = self.now();
         let status = self.update(id, |s, b| {
             if s.is_finished() {

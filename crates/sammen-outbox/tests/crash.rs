@@ -5,6 +5,9 @@
 //! SIGKILL tests the process-crash half of durability (everything the engine wrote before the answer
 //! survives in the page cache and its recovery finds it). The power-loss half rests on the fdatasync /
 //! fsync each group commit does, which a process kill cannot exercise.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -41,7 +44,13 @@ fn child<B: Backend>(dir: &Path, run: usize) {
             let mut n = 0;
             while Instant::now() < deadline {
                 let id = format!("r{run}-t{t}-{n}");
-                let mut r = req("5790001348120", "5790002515200", &id, &format!("env-{id}"), &[]);
+                let mut r = req(
+                    "5790001348120",
+                    "5790002515200",
+                    &id,
+                    &format!("env-{id}"),
+                    &[],
+                );
                 r.bytes = payload(&id);
                 if let AcceptOutcome::Accepted { .. } = ob.accept(r).unwrap() {
                     println!("ACK {id}");
@@ -69,9 +78,15 @@ fn child<B: Backend>(dir: &Path, run: usize) {
 /// Child entry point: does nothing unless the parent set the environment variable.
 #[test]
 fn crash_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let mut parts = spec.splitn(3, '|');
-    let (backend, run, dir) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let (backend, run, dir) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
     let run: usize = run.parse().unwrap();
     match backend {
         "sled" => child::<Sled>(Path::new(dir), run),
@@ -90,7 +105,10 @@ fn crash_run<B: Backend>() {
         let target = fastrand::usize(200..2_500);
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, format!("{}|{run}|{}", B::NAME, dir.path().display()))
+            .env(
+                CHILD_ENV,
+                format!("{}|{run}|{}", B::NAME, dir.path().display()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -105,7 +123,9 @@ fn crash_run<B: Backend>() {
                 break;
             }
             // A line cut by the kill has no newline: it was never fully printed.
-            let Some(l) = line.strip_suffix('\n') else { break };
+            let Some(l) = line.strip_suffix('\n') else {
+                break;
+            };
             if let Some(id) = l.strip_prefix("ACK ") {
                 acked.insert(id.to_owned(), false);
                 this_run += 1;
@@ -124,14 +144,32 @@ fn crash_run<B: Backend>() {
         let ob = B::open(dir.path(), OutboxConfig::default());
         for (id, published) in &acked {
             let recs = ob.find(id).unwrap();
-            assert_eq!(recs.len(), 1, "{} run {run}: {id} has {} records", B::NAME, recs.len());
+            assert_eq!(
+                recs.len(),
+                1,
+                "{} run {run}: {id} has {} records",
+                B::NAME,
+                recs.len()
+            );
             let st = ob.status(recs[0]).unwrap().unwrap();
-            let want = if *published { State::Published } else { st.state };
-            assert!(matches!(st.state, State::Accepted | State::Published), "{id}: {:?}", st.state);
+            let want = if *published {
+                State::Published
+            } else {
+                st.state
+            };
+            assert!(
+                matches!(st.state, State::Accepted | State::Published),
+                "{id}: {:?}",
+                st.state
+            );
             assert_eq!(st.state, want, "{id}");
             assert_eq!(ob.payload(recs[0]).unwrap().unwrap(), payload(id), "{id}");
         }
-        eprintln!("{} run {run}: killed after {this_run} acks, {} verified in total", B::NAME, acked.len());
+        eprintln!(
+            "{} run {run}: killed after {this_run} acks, {} verified in total",
+            B::NAME,
+            acked.len()
+        );
     }
 }
 

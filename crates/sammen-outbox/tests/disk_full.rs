@@ -1,6 +1,9 @@
 //! Disk full: on a small tmpfs, accept fails with a typed disk-full error, nothing accepted earlier is
 //! lost, and accept works again once space is freed. Needs root (mount); it fails, not skips, without it,
 //! because mounting was verified to work on this project's machines.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;
@@ -20,7 +23,10 @@ impl Tmpfs {
             .arg(&dir)
             .status()
             .expect("run mount");
-        assert!(st.success(), "mount -t tmpfs failed ({st}); this test needs root");
+        assert!(
+            st.success(),
+            "mount -t tmpfs failed ({st}); this test needs root"
+        );
         Tmpfs(dir)
     }
 }
@@ -56,7 +62,16 @@ fn disk_full<B: Backend>() {
     let ob = B::open(&db, OutboxConfig::default());
     let mut kept = Vec::new();
     for i in 0..100 {
-        let AcceptOutcome::Accepted { id } = ob.accept(req("5790001348120", "5790002515200", &format!("m{i}"), &format!("b{i}"), &body(i))).unwrap() else {
+        let AcceptOutcome::Accepted { id } = ob
+            .accept(req(
+                "5790001348120",
+                "5790002515200",
+                &format!("m{i}"),
+                &format!("b{i}"),
+                &body(i),
+            ))
+            .unwrap()
+        else {
             panic!()
         };
         kept.push((id, i));
@@ -65,7 +80,13 @@ fn disk_full<B: Backend>() {
     // The engine may have preallocated some space: keep accepting until it runs out.
     let mut err = None;
     for i in 100..20_000 {
-        match ob.accept(req("5790001348120", "5790002515200", &format!("m{i}"), &format!("b{i}"), &body(i))) {
+        match ob.accept(req(
+            "5790001348120",
+            "5790002515200",
+            &format!("m{i}"),
+            &format!("b{i}"),
+            &body(i),
+        )) {
             Ok(AcceptOutcome::Accepted { id }) => kept.push((id, i)),
             Ok(o) => panic!("{o:?}"),
             Err(e) => {
@@ -88,8 +109,15 @@ fn disk_full<B: Backend>() {
     }
 
     std::fs::remove_file(&filler).unwrap();
-    let AcceptOutcome::Accepted { id: after } =
-        ob.accept(req("5790001348120", "5790002515200", "after", "after", b"after")).unwrap()
+    let AcceptOutcome::Accepted { id: after } = ob
+        .accept(req(
+            "5790001348120",
+            "5790002515200",
+            "after",
+            "after",
+            b"after",
+        ))
+        .unwrap()
     else {
         panic!()
     };
@@ -99,13 +127,22 @@ fn disk_full<B: Backend>() {
     drop(ob);
     let ob = B::open(&db, OutboxConfig::default());
     for (id, i) in &kept {
-        assert_eq!(ob.payload(*id).unwrap().unwrap(), body(*i), "{id} lost after reopen");
+        assert_eq!(
+            ob.payload(*id).unwrap().unwrap(),
+            body(*i),
+            "{id} lost after reopen"
+        );
         assert_eq!(ob.status(*id).unwrap().unwrap().state, State::Accepted);
     }
     assert_eq!(ob.payload(after).unwrap().unwrap(), b"after");
     // A failed accept promised nothing, but its batch may still have reached the disk (the caller
     // retries and gets `Duplicate`): so at least, not exactly, the accepted ones.
-    assert!(ob.depth() > kept.len() as u64, "{} < {}", ob.depth(), kept.len() + 1);
+    assert!(
+        ob.depth() > kept.len() as u64,
+        "{} < {}",
+        ob.depth(),
+        kept.len() + 1
+    );
 }
 
 per_backend!(disk_full);

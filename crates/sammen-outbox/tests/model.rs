@@ -1,5 +1,8 @@
 //! Model-based property test: random operation sequences against the outbox and a simple in-memory
 //! model of the same rules; results, depth, queue order and every record's state must agree.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -17,7 +20,12 @@ const RECEIVERS: [&str; 2] = ["5790002515200", "5790000121441"];
 #[derive(Debug, Clone)]
 enum Op {
     /// Small id domains make duplicates, resends and conflicts frequent.
-    Accept { sender: usize, receiver: usize, msg: u8, env: u8 },
+    Accept {
+        sender: usize,
+        receiver: usize,
+        msg: u8,
+        env: u8,
+    },
     Publish(usize),
     Deliver(usize),
     Ack(usize, u8),
@@ -25,7 +33,10 @@ enum Op {
     Dead(usize),
     Attempt(usize),
     Advance(u64),
-    Purge { payload_ttl: u64, meta_ttl: u64 },
+    Purge {
+        payload_ttl: u64,
+        meta_ttl: u64,
+    },
     NextBatch(Option<usize>),
     Reopen,
 }
@@ -77,7 +88,13 @@ impl Model {
         self.recs.iter_mut().find(|r| r.id == id).unwrap()
     }
 
-    fn accept(&mut self, sender: usize, receiver: usize, msg: String, env: String) -> AcceptOutcome {
+    fn accept(
+        &mut self,
+        sender: usize,
+        receiver: usize,
+        msg: String,
+        env: String,
+    ) -> AcceptOutcome {
         if let Some(&id) = self.by_env.get(&(sender, env.clone())) {
             return if self.rec(id).msg == msg {
                 AcceptOutcome::Duplicate { id }
@@ -172,7 +189,9 @@ impl Model {
     fn pending(&self, receiver: Option<usize>) -> Vec<RecordId> {
         self.recs
             .iter()
-            .filter(|r| !r.gone && r.state == State::Accepted && receiver.is_none_or(|x| x == r.receiver))
+            .filter(|r| {
+                !r.gone && r.state == State::Accepted && receiver.is_none_or(|x| x == r.receiver)
+            })
             .map(|r| r.id)
             .collect()
     }
@@ -189,18 +208,35 @@ fn kind(e: &OutboxError) -> &'static str {
 fn run_model<B: Backend>(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let (clock_secs, clock) = manual_clock();
-    let cfg = OutboxConfig { max_attempts: MAX_ATTEMPTS, ttl: Duration::from_secs(1_000_000) };
+    let cfg = OutboxConfig {
+        max_attempts: MAX_ATTEMPTS,
+        ttl: Duration::from_secs(1_000_000),
+    };
     let open = || B::open(dir.path(), cfg).with_clock(clock.clone());
     let mut ob = Some(open());
-    let mut m = Model { next_id: 1, ..Model::default() };
+    let mut m = Model {
+        next_id: 1,
+        ..Model::default()
+    };
     for op in ops {
         let o = ob.as_ref().unwrap();
         let now = clock_secs.load(Ordering::SeqCst);
         let pick = |i: usize| (!m.recs.is_empty()).then(|| m.recs[i % m.recs.len()].id);
         match op {
-            Op::Accept { sender, receiver, msg, env } => {
+            Op::Accept {
+                sender,
+                receiver,
+                msg,
+                env,
+            } => {
                 let (msg, env) = (format!("msg-{msg}"), format!("env-{env}"));
-                let mut r = req(SENDERS[sender], RECEIVERS[receiver], &msg, &env, msg.as_bytes());
+                let mut r = req(
+                    SENDERS[sender],
+                    RECEIVERS[receiver],
+                    &msg,
+                    &env,
+                    msg.as_bytes(),
+                );
                 r.meta.received = at(now);
                 let got = o.accept(r).unwrap();
                 assert_eq!(got, m.accept(sender, receiver, msg, env));
@@ -211,13 +247,17 @@ fn run_model<B: Backend>(ops: Vec<Op>) {
                     Op::Publish(_) => (State::Published, o.mark_published(id)),
                     Op::Deliver(_) => (State::Delivered, o.mark_delivered(id)),
                     Op::Ack(_, c) => {
-                        let code = [AckCode::Ok, AckCode::TransientError, AckCode::FatalError][usize::from(c)];
+                        let code = [AckCode::Ok, AckCode::TransientError, AckCode::FatalError]
+                            [usize::from(c)];
                         (State::Acknowledged(code), o.mark_acknowledged(id, code))
                     }
                     Op::Overdue(_) => (State::Overdue, o.mark_overdue(id)),
                     _ => (State::Dead, o.mark_dead(id, "test")),
                 };
-                assert_eq!(got.map(|s| s.state).map_err(|e| kind(&e)), m.go(id, to, now).map(|()| to));
+                assert_eq!(
+                    got.map(|s| s.state).map_err(|e| kind(&e)),
+                    m.go(id, to, now).map(|()| to)
+                );
             }
             Op::Attempt(i) => {
                 let Some(id) = pick(i) else { continue };
@@ -227,15 +267,27 @@ fn run_model<B: Backend>(ops: Vec<Op>) {
             Op::Advance(s) => {
                 clock_secs.fetch_add(s, Ordering::SeqCst);
             }
-            Op::Purge { payload_ttl, meta_ttl } => {
+            Op::Purge {
+                payload_ttl,
+                meta_ttl,
+            } => {
                 let got = o
-                    .purge(at(now), Duration::from_secs(payload_ttl), Duration::from_secs(meta_ttl))
+                    .purge(
+                        at(now),
+                        Duration::from_secs(payload_ttl),
+                        Duration::from_secs(meta_ttl),
+                    )
                     .unwrap();
                 assert_eq!(got, m.purge(now, payload_ttl, meta_ttl));
             }
             Op::NextBatch(r) => {
                 let party_r = r.map(|r| party(RECEIVERS[r]));
-                let got: Vec<_> = o.next_batch(party_r.as_ref(), 1000).unwrap().into_iter().map(|p| p.id).collect();
+                let got: Vec<_> = o
+                    .next_batch(party_r.as_ref(), 1000)
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.id)
+                    .collect();
                 assert_eq!(got, m.pending(r));
             }
             Op::Reopen => {

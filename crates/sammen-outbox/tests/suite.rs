@@ -1,4 +1,7 @@
 //! The outbox's unit suite, run against both backends.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::Ordering;
@@ -22,7 +25,10 @@ fn dedupe_outcomes<B: Backend>() {
         o => panic!("{o:?}"),
     };
     // exact repeat: nothing new
-    assert_eq!(ob.accept(req(A, R1, "m1", "b1", b"one")).unwrap(), AcceptOutcome::Duplicate { id });
+    assert_eq!(
+        ob.accept(req(A, R1, "m1", "b1", b"one")).unwrap(),
+        AcceptOutcome::Duplicate { id }
+    );
     assert_eq!(ob.depth(), 1);
     // same message id in a new envelope: a resend, queued and flagged
     let resend = match ob.accept(req(A, R1, "m1", "b2", b"one again")).unwrap() {
@@ -32,7 +38,10 @@ fn dedupe_outcomes<B: Backend>() {
         }
         o => panic!("{o:?}"),
     };
-    assert_eq!(ob.accept(req(A, R1, "m1", "b2", b"x")).unwrap(), AcceptOutcome::Duplicate { id: resend });
+    assert_eq!(
+        ob.accept(req(A, R1, "m1", "b2", b"x")).unwrap(),
+        AcceptOutcome::Duplicate { id: resend }
+    );
     // envelope reused with another message id: conflict, nothing written
     assert_eq!(
         ob.accept(req(A, R1, "m2", "b1", b"two")).unwrap(),
@@ -40,7 +49,10 @@ fn dedupe_outcomes<B: Backend>() {
     );
     assert!(ob.find("m2").unwrap().is_empty());
     // the key includes the sender: another sender may use the same ids
-    assert!(matches!(ob.accept(req(B, R1, "m1", "b1", b"one")).unwrap(), AcceptOutcome::Accepted { .. }));
+    assert!(matches!(
+        ob.accept(req(B, R1, "m1", "b1", b"one")).unwrap(),
+        AcceptOutcome::Accepted { .. }
+    ));
     assert_eq!(ob.depth(), 3);
     let pending = ob.next_batch(None, 10).unwrap();
     assert_eq!(pending.len(), 3);
@@ -53,7 +65,10 @@ fn dedupe_outcomes<B: Backend>() {
     assert_eq!(st.size, 9);
     // sha256("one again")
     assert_eq!(st.sha256.len(), 64);
-    assert!(matches!(ob.accept(req(A, R1, "", "b9", b"x")), Err(OutboxError::InvalidRequest(_))));
+    assert!(matches!(
+        ob.accept(req(A, R1, "", "b9", b"x")),
+        Err(OutboxError::InvalidRequest(_))
+    ));
 }
 
 fn concurrent_same_message_is_accepted_once<B: Backend>() {
@@ -66,8 +81,14 @@ fn concurrent_same_message_is_accepted_once<B: Backend>() {
         })
         .collect();
     let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let accepted = outcomes.iter().filter(|o| matches!(o, AcceptOutcome::Accepted { .. })).count();
-    let dup = outcomes.iter().filter(|o| matches!(o, AcceptOutcome::Duplicate { .. })).count();
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, AcceptOutcome::Accepted { .. }))
+        .count();
+    let dup = outcomes
+        .iter()
+        .filter(|o| matches!(o, AcceptOutcome::Duplicate { .. }))
+        .count();
     assert_eq!((accepted, dup), (1, 7), "{outcomes:?}");
     assert_eq!(ob.depth(), 1);
 }
@@ -76,17 +97,26 @@ fn state_machine<B: Backend>() {
     let dir = tempfile::tempdir().unwrap();
     let (t, clock) = manual_clock();
     let ob = B::open(dir.path(), OutboxConfig::default()).with_clock(clock);
-    let AcceptOutcome::Accepted { id } = ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap() else { panic!() };
+    let AcceptOutcome::Accepted { id } = ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap() else {
+        panic!()
+    };
     // illegal: skipping published
     assert_eq!(
         ob.mark_delivered(id).unwrap_err(),
-        OutboxError::IllegalTransition { id, from: State::Accepted, to: State::Delivered }
+        OutboxError::IllegalTransition {
+            id,
+            from: State::Accepted,
+            to: State::Delivered
+        }
     );
     t.store(5, Ordering::SeqCst);
     ob.mark_published(id).unwrap();
     assert_eq!(ob.depth(), 0);
     assert!(ob.next_batch(None, 10).unwrap().is_empty());
-    assert!(matches!(ob.mark_published(id), Err(OutboxError::IllegalTransition { .. })));
+    assert!(matches!(
+        ob.mark_published(id),
+        Err(OutboxError::IllegalTransition { .. })
+    ));
     t.store(6, Ordering::SeqCst);
     ob.mark_delivered(id).unwrap();
     t.store(7, Ordering::SeqCst);
@@ -103,16 +133,33 @@ fn state_machine<B: Backend>() {
             (State::Acknowledged(AckCode::Ok), at(7)),
         ]
     );
-    assert!(matches!(ob.mark_dead(id, "late"), Err(OutboxError::IllegalTransition { .. })));
-    assert!(matches!(ob.mark_published(RecordId(999)), Err(OutboxError::NotFound(_))));
+    assert!(matches!(
+        ob.mark_dead(id, "late"),
+        Err(OutboxError::IllegalTransition { .. })
+    ));
+    assert!(matches!(
+        ob.mark_published(RecordId(999)),
+        Err(OutboxError::NotFound(_))
+    ));
     // overdue then a late acknowledgement
-    let AcceptOutcome::Accepted { id: id2 } = ob.accept(req(A, R1, "m2", "b2", b"x")).unwrap() else { panic!() };
+    let AcceptOutcome::Accepted { id: id2 } = ob.accept(req(A, R1, "m2", "b2", b"x")).unwrap()
+    else {
+        panic!()
+    };
     ob.mark_published(id2).unwrap();
     ob.mark_delivered(id2).unwrap();
     ob.mark_overdue(id2).unwrap();
-    assert_eq!(ob.mark_acknowledged(id2, AckCode::FatalError).unwrap().state, State::Acknowledged(AckCode::FatalError));
+    assert_eq!(
+        ob.mark_acknowledged(id2, AckCode::FatalError)
+            .unwrap()
+            .state,
+        State::Acknowledged(AckCode::FatalError)
+    );
     // dead from accepted leaves the queue
-    let AcceptOutcome::Accepted { id: id3 } = ob.accept(req(A, R1, "m3", "b3", b"x")).unwrap() else { panic!() };
+    let AcceptOutcome::Accepted { id: id3 } = ob.accept(req(A, R1, "m3", "b3", b"x")).unwrap()
+    else {
+        panic!()
+    };
     assert_eq!(ob.depth(), 1);
     let st = ob.mark_dead(id3, "receiver unknown").unwrap();
     assert_eq!(st.last_error.as_deref(), Some("receiver unknown"));
@@ -120,7 +167,9 @@ fn state_machine<B: Backend>() {
     // a receipt is finished once delivered (never acknowledged itself)
     let mut r = req(A, R1, "m4", "b4", b"x");
     r.meta.family = Family::Acknowledgement;
-    let AcceptOutcome::Accepted { id: id4 } = ob.accept(r).unwrap() else { panic!() };
+    let AcceptOutcome::Accepted { id: id4 } = ob.accept(r).unwrap() else {
+        panic!()
+    };
     ob.mark_published(id4).unwrap();
     assert!(ob.mark_delivered(id4).unwrap().is_finished());
 }
@@ -128,18 +177,38 @@ fn state_machine<B: Backend>() {
 fn attempts_and_ttl<B: Backend>() {
     let dir = tempfile::tempdir().unwrap();
     let (t, clock) = manual_clock();
-    let cfg = OutboxConfig { max_attempts: 3, ttl: Duration::from_secs(100) };
+    let cfg = OutboxConfig {
+        max_attempts: 3,
+        ttl: Duration::from_secs(100),
+    };
     let ob = B::open(dir.path(), cfg).with_clock(clock);
-    let AcceptOutcome::Accepted { id } = ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap() else { panic!() };
-    assert_eq!(ob.record_attempt(id, "nack").unwrap(), AttemptOutcome::Retry { attempts: 1 });
+    let AcceptOutcome::Accepted { id } = ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        ob.record_attempt(id, "nack").unwrap(),
+        AttemptOutcome::Retry { attempts: 1 }
+    );
     assert_eq!(ob.next_batch(None, 1).unwrap()[0].attempts, 1);
-    assert_eq!(ob.record_attempt(id, "nack").unwrap(), AttemptOutcome::Retry { attempts: 2 });
-    assert_eq!(ob.record_attempt(id, "timeout").unwrap(), AttemptOutcome::Dead { attempts: 3 });
+    assert_eq!(
+        ob.record_attempt(id, "nack").unwrap(),
+        AttemptOutcome::Retry { attempts: 2 }
+    );
+    assert_eq!(
+        ob.record_attempt(id, "timeout").unwrap(),
+        AttemptOutcome::Dead { attempts: 3 }
+    );
     assert_eq!(ob.status(id).unwrap().unwrap().state, State::Dead);
     assert!(ob.record_attempt(id, "again").is_err());
-    let AcceptOutcome::Accepted { id: id2 } = ob.accept(req(A, R1, "m2", "b2", b"x")).unwrap() else { panic!() };
+    let AcceptOutcome::Accepted { id: id2 } = ob.accept(req(A, R1, "m2", "b2", b"x")).unwrap()
+    else {
+        panic!()
+    };
     t.store(101, Ordering::SeqCst);
-    assert_eq!(ob.record_attempt(id2, "nack").unwrap(), AttemptOutcome::Dead { attempts: 1 });
+    assert_eq!(
+        ob.record_attempt(id2, "nack").unwrap(),
+        AttemptOutcome::Dead { attempts: 1 }
+    );
     assert_eq!(ob.depth(), 0);
 }
 
@@ -149,21 +218,48 @@ fn ordering_per_receiver<B: Backend>() {
     let mut ids = Vec::new();
     for i in 0..40 {
         let r = if i % 3 == 0 { R2 } else { R1 };
-        let o = ob.accept(req(A, r, &format!("m{i}"), &format!("b{i}"), format!("{i}").as_bytes())).unwrap();
-        let AcceptOutcome::Accepted { id } = o else { panic!() };
+        let o = ob
+            .accept(req(
+                A,
+                r,
+                &format!("m{i}"),
+                &format!("b{i}"),
+                format!("{i}").as_bytes(),
+            ))
+            .unwrap();
+        let AcceptOutcome::Accepted { id } = o else {
+            panic!()
+        };
         ids.push((r, id));
     }
-    let r1: Vec<_> = ob.next_batch(Some(&party(R1)), 100).unwrap().into_iter().map(|p| p.id).collect();
-    let want: Vec<_> = ids.iter().filter(|(r, _)| *r == R1).map(|(_, id)| *id).collect();
+    let r1: Vec<_> = ob
+        .next_batch(Some(&party(R1)), 100)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let want: Vec<_> = ids
+        .iter()
+        .filter(|(r, _)| *r == R1)
+        .map(|(_, id)| *id)
+        .collect();
     assert_eq!(r1, want);
-    let all: Vec<_> = ob.next_batch(None, 100).unwrap().into_iter().map(|p| p.id).collect();
+    let all: Vec<_> = ob
+        .next_batch(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     assert_eq!(all, ids.iter().map(|(_, id)| *id).collect::<Vec<_>>());
     // limit and progress: publishing the head reveals the next one
     let head = ob.next_batch(Some(&party(R2)), 2).unwrap();
     assert_eq!(head.len(), 2);
     assert_eq!(head[0].meta.receiver, party(R2));
     ob.mark_published(head[0].id).unwrap();
-    assert_eq!(ob.next_batch(Some(&party(R2)), 1).unwrap()[0].id, head[1].id);
+    assert_eq!(
+        ob.next_batch(Some(&party(R2)), 1).unwrap()[0].id,
+        head[1].id
+    );
     // concurrent accepts still come out in id order per receiver
     let ob = Arc::new(ob);
     let hs: Vec<_> = (0..8)
@@ -171,7 +267,8 @@ fn ordering_per_receiver<B: Backend>() {
             let ob = Arc::clone(&ob);
             std::thread::spawn(move || {
                 for i in 0..25 {
-                    ob.accept(req(A, R1, &format!("c{t}-{i}"), &format!("e{t}-{i}"), b"x")).unwrap();
+                    ob.accept(req(A, R1, &format!("c{t}-{i}"), &format!("e{t}-{i}"), b"x"))
+                        .unwrap();
                 }
             })
         })
@@ -179,7 +276,12 @@ fn ordering_per_receiver<B: Backend>() {
     for h in hs {
         h.join().unwrap();
     }
-    let q: Vec<_> = ob.next_batch(Some(&party(R1)), 1000).unwrap().into_iter().map(|p| p.id).collect();
+    let q: Vec<_> = ob
+        .next_batch(Some(&party(R1)), 1000)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     assert_eq!(q.len(), 26 + 200);
     assert!(q.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(ob.depth(), 26 + 13 + 200);
@@ -189,29 +291,53 @@ fn retention<B: Backend>() {
     let dir = tempfile::tempdir().unwrap();
     let (t, clock) = manual_clock();
     let ob = B::open(dir.path(), OutboxConfig::default()).with_clock(clock);
-    let AcceptOutcome::Accepted { id: done } = ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap() else { panic!() };
-    let AcceptOutcome::Accepted { id: open } = ob.accept(req(A, R1, "m2", "b2", b"y")).unwrap() else { panic!() };
+    let AcceptOutcome::Accepted { id: done } = ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap()
+    else {
+        panic!()
+    };
+    let AcceptOutcome::Accepted { id: open } = ob.accept(req(A, R1, "m2", "b2", b"y")).unwrap()
+    else {
+        panic!()
+    };
     t.store(10, Ordering::SeqCst);
     ob.mark_published(done).unwrap();
     ob.mark_delivered(done).unwrap();
     ob.mark_acknowledged(done, AckCode::Ok).unwrap();
     let (pttl, mttl) = (Duration::from_secs(100), Duration::from_secs(1000));
     assert_eq!(ob.purge(at(50), pttl, mttl).unwrap(), PurgeStats::default());
-    assert_eq!(ob.purge(at(110), pttl, mttl).unwrap(), PurgeStats { payloads: 1, records: 0 });
+    assert_eq!(
+        ob.purge(at(110), pttl, mttl).unwrap(),
+        PurgeStats {
+            payloads: 1,
+            records: 0
+        }
+    );
     let st = ob.status(done).unwrap().unwrap();
     assert!(!st.payload_retained);
     assert_eq!(ob.payload(done).unwrap(), None);
     assert_eq!(ob.payload(open).unwrap().as_deref(), Some(&b"y"[..]));
     // still deduped while metadata is kept
-    assert_eq!(ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap(), AcceptOutcome::Duplicate { id: done });
-    assert_eq!(ob.purge(at(2000), pttl, mttl).unwrap(), PurgeStats { payloads: 0, records: 1 });
+    assert_eq!(
+        ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap(),
+        AcceptOutcome::Duplicate { id: done }
+    );
+    assert_eq!(
+        ob.purge(at(2000), pttl, mttl).unwrap(),
+        PurgeStats {
+            payloads: 0,
+            records: 1
+        }
+    );
     assert_eq!(ob.status(done).unwrap(), None);
     assert!(ob.find("m1").unwrap().is_empty());
     // the unfinished record is untouched, whatever its age
     assert!(ob.status(open).unwrap().unwrap().payload_retained);
     // after the metadata is gone the ids are free again, and record ids are not reused
     let o = ob.accept(req(A, R1, "m1", "b1", b"x")).unwrap();
-    assert!(matches!(o, AcceptOutcome::Accepted { id } if id > open), "{o:?}");
+    assert!(
+        matches!(o, AcceptOutcome::Accepted { id } if id > open),
+        "{o:?}"
+    );
 }
 
 fn restart_sees_everything<B: Backend>() {
@@ -219,12 +345,21 @@ fn restart_sees_everything<B: Backend>() {
     let (first, published, acked);
     {
         let ob = B::open(dir.path(), OutboxConfig::default());
-        let AcceptOutcome::Accepted { id } = ob.accept(req(A, R1, "m1", "b1", b"one")).unwrap() else { panic!() };
+        let AcceptOutcome::Accepted { id } = ob.accept(req(A, R1, "m1", "b1", b"one")).unwrap()
+        else {
+            panic!()
+        };
         first = id;
-        let AcceptOutcome::Accepted { id } = ob.accept(req(A, R2, "m2", "b2", b"two")).unwrap() else { panic!() };
+        let AcceptOutcome::Accepted { id } = ob.accept(req(A, R2, "m2", "b2", b"two")).unwrap()
+        else {
+            panic!()
+        };
         published = id;
         ob.mark_published(id).unwrap();
-        let AcceptOutcome::Accepted { id } = ob.accept(req(B, R2, "m3", "b3", b"three")).unwrap() else { panic!() };
+        let AcceptOutcome::Accepted { id } = ob.accept(req(B, R2, "m3", "b3", b"three")).unwrap()
+        else {
+            panic!()
+        };
         acked = id;
         ob.mark_published(id).unwrap();
         ob.mark_delivered(id).unwrap();
@@ -233,12 +368,26 @@ fn restart_sees_everything<B: Backend>() {
     let ob = B::open(dir.path(), OutboxConfig::default());
     assert_eq!(ob.depth(), 1);
     let p = ob.next_batch(None, 10).unwrap();
-    assert_eq!((p.len(), p[0].id, p[0].payload.as_slice()), (1, first, &b"one"[..]));
-    assert_eq!(ob.status(published).unwrap().unwrap().state, State::Published);
-    assert_eq!(ob.status(acked).unwrap().unwrap().state, State::Acknowledged(AckCode::TransientError));
+    assert_eq!(
+        (p.len(), p[0].id, p[0].payload.as_slice()),
+        (1, first, &b"one"[..])
+    );
+    assert_eq!(
+        ob.status(published).unwrap().unwrap().state,
+        State::Published
+    );
+    assert_eq!(
+        ob.status(acked).unwrap().unwrap().state,
+        State::Acknowledged(AckCode::TransientError)
+    );
     assert_eq!(ob.status(acked).unwrap().unwrap().timeline.len(), 4);
-    assert_eq!(ob.accept(req(A, R1, "m1", "b1", b"one")).unwrap(), AcceptOutcome::Duplicate { id: first });
-    let AcceptOutcome::Accepted { id } = ob.accept(req(A, R1, "m9", "b9", b"nine")).unwrap() else { panic!() };
+    assert_eq!(
+        ob.accept(req(A, R1, "m1", "b1", b"one")).unwrap(),
+        AcceptOutcome::Duplicate { id: first }
+    );
+    let AcceptOutcome::Accepted { id } = ob.accept(req(A, R1, "m9", "b9", b"nine")).unwrap() else {
+        panic!()
+    };
     assert!(id > acked);
     assert!(ob.oldest_pending_age(at(30)).unwrap() == Some(Duration::from_secs(30)));
 }

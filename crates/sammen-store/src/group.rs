@@ -78,7 +78,12 @@ impl<B: Backend> Shared<B> {
 
     /// The open engine, reopening it (engine crash recovery) after a failure closed it.
     fn engine(&self) -> Result<Arc<B>, StoreError> {
-        if let Some(e) = self.engine.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(e) = self
+            .engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Ok(Arc::clone(e));
         }
         let mut slot = self.engine.write().unwrap_or_else(|p| p.into_inner());

@@ -75,10 +75,7 @@ impl Backend for SledBackend {
     const NAME: &'static str = NAME;
 
     fn open(path: &Path, trees: &[&'static str]) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| err(&e))?;
+        let db = sled::Config::new().path(path).open().map_err(|e| err(&e))?;
         let trees = trees
             .iter()
             .map(|t| db.open_tree(t))

@@ -46,7 +46,13 @@ pub fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
 }
 
-pub fn req(sender: &str, receiver: &str, message_id: &str, envelope_id: &str, body: &[u8]) -> AcceptRequest {
+pub fn req(
+    sender: &str,
+    receiver: &str,
+    message_id: &str,
+    envelope_id: &str,
+    body: &[u8],
+) -> AcceptRequest {
     AcceptRequest {
         bytes: body.to_vec(),
         meta: MessageMeta {
