@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use sammen_adapters::sammen_xml::{decode, ns, Document, Limits};
 
 fn walk(n: sammen_adapters::sammen_xml::Node<'_>, depth: usize) -> usize {
-    let _ = (n.name(), n.namespace(), n.text(), n.attrs().count(), n.line_col());
+    let _ = (n.name(), n.namespace(), n.text(), n.attrs().count(), n.offset());
     1 + n.children().map(|c| walk(c, depth + 1)).sum::<usize>()
 }
 

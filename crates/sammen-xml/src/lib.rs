@@ -27,7 +27,7 @@ mod error;
 mod tree;
 
 pub use decode::{decode, Charset, Decoded};
-pub use error::XmlError;
+pub use error::{line_col, XmlError};
 pub use tree::{Children, Document, Node};
 
 /// Limits enforced while reading. Defaults suit MedCom messages with generous headroom.

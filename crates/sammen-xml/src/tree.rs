@@ -7,8 +7,7 @@
 use crate::error::{reason_of, XmlError};
 use crate::Limits;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::Reader;
 
 const NONE: u32 = u32::MAX;
 
@@ -47,7 +46,6 @@ pub struct Document {
     nodes: Vec<NodeRec>,
     attrs: Vec<AttrRec>,
     namespaces: Vec<String>,
-    line_index: Vec<u32>,
 }
 
 impl Document {
@@ -80,18 +78,6 @@ impl Document {
     /// Never true for a parsed document (it always has a root).
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
-    }
-
-    /// `line:column` of a byte offset in the parsed text.
-    pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let off = offset as u32;
-        let line = self.line_index.partition_point(|&nl| nl < off);
-        let line_start = if line == 0 {
-            0
-        } else {
-            self.line_index[line - 1] + 1
-        };
-        (line + 1, (off.saturating_sub(line_start)) as usize + 1)
     }
 
     fn str(&self, s: Span) -> &str {
@@ -237,11 +223,6 @@ impl<'d> Node<'d> {
         self.rec().offset as usize
     }
 
-    /// `line:column` of the start tag.
-    pub fn line_col(&self) -> (usize, usize) {
-        self.doc.line_col(self.offset())
-    }
-
     /// A stable identity within the document (for sets and maps of nodes).
     pub fn id(&self) -> u32 {
         self.id
@@ -278,17 +259,15 @@ struct Builder<'t> {
     stack: Vec<u32>,
     /// Depth inside an opaque element (0 = not inside one).
     opaque_depth: usize,
+    /// Namespace bindings in scope: (prefix, namespace id); "" is the default namespace.
+    bindings: Vec<(String, u16)>,
+    /// How many bindings each open stored element pushed.
+    frames: Vec<u32>,
     root_closed: bool,
 }
 
 impl<'t> Builder<'t> {
     fn new(text: &'t str, limits: &'t Limits, opaque_ns: &'t [&'t str]) -> Self {
-        let line_index = text
-            .bytes()
-            .enumerate()
-            .filter(|(_, b)| *b == b'\n')
-            .map(|(i, _)| i as u32)
-            .collect();
         Builder {
             text,
             limits,
@@ -298,20 +277,16 @@ impl<'t> Builder<'t> {
                 nodes: Vec::with_capacity(text.len() / 48),
                 attrs: Vec::with_capacity(text.len() / 64),
                 namespaces: vec![String::new()],
-                line_index,
             },
             stack: Vec::with_capacity(32),
             opaque_depth: 0,
+            bindings: Vec::new(),
+            frames: Vec::with_capacity(32),
             root_closed: false,
         }
     }
 
-    fn intern_ns(&mut self, r: &ResolveResult<'_>, offset: usize) -> Result<u16, XmlError> {
-        let uri = match r {
-            ResolveResult::Bound(ns) => ns.0,
-            ResolveResult::Unbound => return Ok(0),
-            ResolveResult::Unknown(_) => return Err(XmlError::UnboundPrefix { offset }),
-        };
+    fn intern_ns(&mut self, uri: &str, offset: usize) -> Result<u16, XmlError> {
         if let Some(i) = self.doc.namespaces.iter().position(|n| n == uri) {
             return Ok(i as u16);
         }
@@ -325,12 +300,78 @@ impl<'t> Builder<'t> {
         Ok((self.doc.namespaces.len() - 1) as u16)
     }
 
+    /// Push the `xmlns` declarations of a start tag; returns how many. quick-xml's NsReader re-parses
+    /// every start tag's attributes to find declarations; MedCom messages declare namespaces on a
+    /// handful of elements, so looking only when the raw tag mentions `xmlns` saves a pass per element.
+    fn declare(&mut self, e: &BytesStart<'_>, offset: usize) -> Result<u32, XmlError> {
+        if !e.attributes_raw().contains("xmlns") {
+            return Ok(0);
+        }
+        let mut pushed = 0;
+        for a in e.attributes() {
+            let a = a.map_err(|err| XmlError::Malformed {
+                offset,
+                reason: reason_of(&err.into()),
+            })?;
+            let key: &str = a.key.as_ref();
+            let prefix = match key.strip_prefix("xmlns") {
+                Some("") => "",
+                Some(p) if p.starts_with(':') => &p[1..],
+                _ => continue,
+            };
+            let uri = a
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|_| XmlError::Malformed {
+                    offset,
+                    reason: "invalid namespace declaration",
+                })?;
+            if uri.is_empty() && !prefix.is_empty() {
+                return Err(XmlError::Malformed {
+                    offset,
+                    reason: "a prefix cannot be bound to no namespace",
+                });
+            }
+            let id = if uri.is_empty() {
+                0
+            } else {
+                self.intern_ns(&uri, offset)?
+            };
+            self.bindings.push((prefix.to_owned(), id));
+            pushed += 1;
+        }
+        Ok(pushed)
+    }
+
+    /// Namespace of a prefix ("" = default) in scope; `xml` is predeclared.
+    fn resolve_prefix(&mut self, prefix: &str, offset: usize) -> Result<u16, XmlError> {
+        if let Some((_, id)) = self.bindings.iter().rev().find(|(p, _)| p == prefix) {
+            return Ok(*id);
+        }
+        match prefix {
+            "" => Ok(0),
+            "xml" => self.intern_ns("http://www.w3.org/XML/1998/namespace", offset),
+            _ => Err(XmlError::UnboundPrefix { offset }),
+        }
+    }
+
+    fn pop_bindings(&mut self, n: u32) {
+        let keep = self.bindings.len().saturating_sub(n as usize);
+        self.bindings.truncate(keep);
+    }
+
     fn push_str(&mut self, s: &str) -> Span {
         let start = self.doc.arena.len() as u32;
         self.doc.arena.push_str(s);
         Span {
             start,
             len: s.len() as u32,
+        }
+    }
+
+    /// Note that an opaque element has content, without storing it (start=1 is the marker, len stays 0).
+    fn mark_opaque_content(&mut self) {
+        if let Some(&top) = self.stack.last() {
+            self.doc.nodes[top as usize].text = Span { start: 1, len: 0 };
         }
     }
 
@@ -343,9 +384,8 @@ impl<'t> Builder<'t> {
             return Ok(());
         };
         if self.opaque_depth > 0 {
-            // Mark non-empty opaque content without storing it (start=1 is the marker, len stays 0).
             if !s.trim().is_empty() {
-                self.doc.nodes[top as usize].text = Span { start: 1, len: 0 };
+                self.mark_opaque_content();
             }
             return Ok(());
         }
@@ -378,7 +418,6 @@ impl<'t> Builder<'t> {
 
     fn start(
         &mut self,
-        reader: &NsReader<&[u8]>,
         ns: u16,
         e: &BytesStart<'_>,
         offset: usize,
@@ -394,6 +433,18 @@ impl<'t> Builder<'t> {
                 offset,
             });
         }
+        let storing = self.opaque_depth == 0;
+        if storing && self.doc.nodes.len() >= self.limits.max_elements {
+            return Err(XmlError::TooManyElements {
+                limit: self.limits.max_elements,
+                offset,
+            });
+        }
+        // One pass over the attributes: well-formedness (quotes, duplicates), the limit, entity
+        // references (checked even in opaque content, so an undefined entity is always refused), and —
+        // for stored elements — the values, normalised only when they contain a reference or a
+        // whitespace character the XML rules rewrite.
+        let attrs_start = self.doc.attrs.len() as u32;
         let mut n_attrs = 0usize;
         for a in e.attributes() {
             let a = a.map_err(|err| XmlError::Malformed {
@@ -407,63 +458,56 @@ impl<'t> Builder<'t> {
                     offset,
                 });
             }
-            // Values are resolved even inside opaque content so undefined entities are always caught.
-            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|err| match err {
-                    quick_xml::Error::Escape(
-                        quick_xml::escape::EscapeError::UnrecognizedEntity(..),
-                    ) => XmlError::EntityUndefined { offset },
-                    other => XmlError::Malformed {
-                        offset,
-                        reason: reason_of(&other),
-                    },
-                })?;
-        }
-        if self.opaque_depth > 0 {
-            if !empty {
-                self.opaque_depth += 1;
-            }
-            if let Some(&top) = self.stack.last() {
-                self.doc.nodes[top as usize].text = Span { start: 1, len: 0 };
-            }
-            return Ok(());
-        }
-        if self.doc.nodes.len() >= self.limits.max_elements {
-            return Err(XmlError::TooManyElements {
-                limit: self.limits.max_elements,
-                offset,
-            });
-        }
-        let opaque = self
-            .opaque_ns
-            .contains(&self.doc.namespaces[ns as usize].as_str());
-        let name = self.push_str(e.local_name().as_ref());
-        let attrs_start = self.doc.attrs.len() as u32;
-        for a in e.attributes() {
-            let a = a.map_err(|err| XmlError::Malformed {
-                offset,
-                reason: reason_of(&err.into()),
-            })?;
-            let key = a.key;
-            if key.as_namespace_binding().is_some() {
+            let raw: &str = &a.value;
+            let needs_normalising = raw
+                .bytes()
+                .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'));
+            let normalised = if needs_normalising {
+                Some(
+                    a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .map_err(|err| match err {
+                            quick_xml::Error::Escape(
+                                quick_xml::escape::EscapeError::UnrecognizedEntity(..),
+                            ) => XmlError::EntityUndefined { offset },
+                            other => XmlError::Malformed {
+                                offset,
+                                reason: reason_of(&other),
+                            },
+                        })?,
+                )
+            } else {
+                None
+            };
+            if !storing {
                 continue;
             }
-            let (ans, local) = reader.resolver().resolve_attribute(key);
-            let ans = self.intern_ns(&ans, offset)?;
-            let name = self.push_str(local.as_ref());
-            let value = a
-                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|err| XmlError::Malformed {
-                    offset,
-                    reason: reason_of(&err),
-                })?;
-            let value = self.push_str(&value);
+            let key: &str = a.key.as_ref();
+            if key == "xmlns" || key.starts_with("xmlns:") {
+                continue;
+            }
+            let (ans, local) = match key.split_once(':') {
+                Some((prefix, local)) => (self.resolve_prefix(prefix, offset)?, local),
+                None => (0, key),
+            };
+            let name = self.push_str(local);
+            let value = self.push_str(normalised.as_deref().unwrap_or(raw));
             self.doc.attrs.push(AttrRec {
                 ns: ans,
                 name,
                 value,
             });
         }
+        if !storing {
+            if !empty {
+                self.opaque_depth += 1;
+            }
+            self.mark_opaque_content();
+            return Ok(());
+        }
+        let opaque = self
+            .opaque_ns
+            .contains(&self.doc.namespaces[ns as usize].as_str());
+        let name = self.push_str(e.local_name().as_ref());
         let id = self.doc.nodes.len() as u32;
         let parent = self.stack.last().copied().unwrap_or(NONE);
         self.doc.nodes.push(NodeRec {
@@ -502,6 +546,24 @@ impl<'t> Builder<'t> {
         Ok(())
     }
 
+    /// A start tag: resolve its namespace (outside opaque content) and store it.
+    fn open(&mut self, e: &BytesStart<'_>, offset: usize, empty: bool) -> Result<(), XmlError> {
+        if self.opaque_depth > 0 {
+            return self.start(0, e, offset, empty);
+        }
+        let pushed = self.declare(e, offset)?;
+        let qname = e.name();
+        let prefix = qname.as_ref().split_once(':').map_or("", |(p, _)| p);
+        let ns = self.resolve_prefix(prefix, offset)?;
+        self.start(ns, e, offset, empty)?;
+        if empty {
+            self.pop_bindings(pushed);
+        } else {
+            self.frames.push(pushed);
+        }
+        Ok(())
+    }
+
     fn end(&mut self) {
         if self.opaque_depth > 1 {
             self.opaque_depth -= 1;
@@ -509,42 +571,42 @@ impl<'t> Builder<'t> {
         }
         self.opaque_depth = 0;
         self.stack.pop();
+        if let Some(n) = self.frames.pop() {
+            self.pop_bindings(n);
+        }
         if self.stack.is_empty() {
             self.root_closed = true;
         }
     }
 
     fn run(mut self) -> Result<Document, XmlError> {
-        let mut reader = NsReader::from_str(self.text);
-        reader.config_mut().enable_all_checks(true);
+        let mut reader = Reader::from_str(self.text);
+        let config = reader.config_mut();
+        config.enable_all_checks(true);
         loop {
             let offset = reader.buffer_position() as usize;
-            let (ns, event) = match reader.read_resolved_event() {
-                Ok((r, e)) => {
-                    let ns = match &e {
-                        Event::Start(_) | Event::Empty(_) if self.opaque_depth == 0 => {
-                            self.intern_ns(&r, offset)?
-                        }
-                        _ => 0,
-                    };
-                    (ns, e)
-                }
+            let event = match reader.read_event() {
+                Ok(e) => e,
                 Err(err) => {
                     let at = reader.error_position() as usize;
-                    return Err(match err {
-                        quick_xml::Error::Namespace(_) => XmlError::UnboundPrefix { offset: at },
-                        other => XmlError::Malformed {
-                            offset: at,
-                            reason: reason_of(&other),
-                        },
+                    return Err(XmlError::Malformed {
+                        offset: at,
+                        reason: reason_of(&err),
                     });
                 }
             };
             match event {
                 Event::DocType(_) => return Err(XmlError::DoctypeForbidden { offset }),
-                Event::Start(e) => self.start(&reader, ns, &e, offset, false)?,
-                Event::Empty(e) => self.start(&reader, ns, &e, offset, true)?,
+                Event::Start(e) => self.open(&e, offset, false)?,
+                Event::Empty(e) => self.open(&e, offset, true)?,
                 Event::End(_) => self.end(),
+                Event::Text(t) if self.opaque_depth > 0 => {
+                    if !t.as_ref().trim().is_empty() {
+                        self.mark_opaque_content();
+                    }
+                }
+                // Indentation between elements: skipped before any normalisation work.
+                Event::Text(t) if t.as_ref().bytes().all(|b| b.is_ascii_whitespace()) => {}
                 Event::Text(t) => self.push_text(&t.xml10_content(), offset)?,
                 Event::CData(c) => self.push_text(&c.xml10_content(), offset)?,
                 Event::GeneralRef(r) => {
@@ -605,6 +667,44 @@ mod tests {
         let c = parse(r#"<Emessage xmlns="urn:x"><Letter xmlns="urn:y"/></Emessage>"#).unwrap();
         assert!(c.root().child("Letter").is_none());
         assert!(c.root().child_ns("urn:y", "Letter").is_some());
+    }
+
+    #[test]
+    fn namespace_scopes_end_with_their_element() {
+        let d = parse(r#"<r xmlns="urn:r"><a xmlns="urn:a"><b/></a><c/><d xmlns=""/><p:e xmlns:p="urn:p" p:k="1"/></r>"#).unwrap();
+        let kids: Vec<_> = d
+            .root()
+            .children()
+            .map(|n| (n.namespace().to_owned(), n.name().to_owned()))
+            .collect();
+        assert_eq!(kids[0], ("urn:a".to_owned(), "a".to_owned()));
+        assert_eq!(
+            d.root()
+                .children()
+                .next()
+                .unwrap()
+                .children()
+                .next()
+                .unwrap()
+                .namespace(),
+            "urn:a"
+        );
+        assert_eq!(kids[1], ("urn:r".to_owned(), "c".to_owned()));
+        assert_eq!(kids[2], (String::new(), "d".to_owned()));
+        let e = d.root().children().nth(3).unwrap();
+        assert!(e.is("urn:p", "e"));
+        assert_eq!(e.attrs().next(), Some(("urn:p", "k", "1")));
+        // a prefix declared on a sibling is not in scope
+        assert_eq!(
+            parse(r#"<r><a xmlns:p="urn:p"/><p:b/></r>"#)
+                .unwrap_err()
+                .code(),
+            "xml.namespace-unbound"
+        );
+        assert_eq!(
+            parse(r#"<r xmlns:p=""/>"#).unwrap_err().code(),
+            "xml.malformed"
+        );
     }
 
     #[test]
@@ -700,13 +800,15 @@ mod tests {
     fn mixed_content_text_is_joined() {
         let d = parse("<a>one<b/>two<![CDATA[<3>]]></a>").unwrap();
         assert_eq!(d.root().text(), "onetwo<3>");
-        assert_eq!(d.root().child("b").unwrap().line_col(), (1, 7));
+        assert_eq!(d.root().child("b").unwrap().offset(), 6);
     }
 
     #[test]
     fn line_columns() {
-        let d = parse("<a>\n  <b/>\n</a>").unwrap();
-        assert_eq!(d.root().child("b").unwrap().line_col(), (2, 3));
+        let text = "<a>\n  <b/>\n</a>";
+        let d = parse(text).unwrap();
+        let b = d.root().child("b").unwrap();
+        assert_eq!(crate::line_col(text, b.offset()), (2, 3));
         let e = parse("<a>\n<b></c></a>").unwrap_err();
         assert_eq!(e.location("<a>\n<b></c></a>").split(':').next(), Some("2"));
     }
