@@ -1,0 +1,329 @@
+//! Reading, checking and overriding a configuration.
+
+use crate::model::{BusKind, Config};
+use sammen_model::ident::{check_gln, check_sor};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// One thing wrong with a configuration, by key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path (`limits.max_message_bytes`, `receiver[2].gln`); empty for the whole file.
+    pub key: String,
+    /// Why it is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.key, self.reason)
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("{0}")]
+    Syntax(Problem),
+    /// Values that parse but cannot work (one entry per problem).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// Every problem, by key.
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Read { path, source } => vec![Problem {
+                key: String::new(),
+                reason: format!("cannot read {}: {source}", path.display()),
+            }],
+            ConfigError::Syntax(p) => vec![p.clone()],
+            ConfigError::Invalid(ps) => ps.clone(),
+        }
+    }
+}
+
+/// Command-line flags that override the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--amqp-url`: also switches the bus to AMQP.
+    pub amqp_url: Option<String>,
+}
+
+/// Parse and check a configuration text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        ConfigError::Syntax(Problem {
+            key: String::new(),
+            reason: reason(text, &e),
+        })
+    })?;
+    let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::Syntax(Problem {
+            key: if key == "." { String::new() } else { key },
+            reason: reason(text, &e.into_inner()),
+        })
+    })?;
+    if cfg.receivers.is_empty() {
+        cfg.receivers = crate::defaults::example_receivers();
+    }
+    cfg.check()?;
+    Ok(cfg)
+}
+
+/// Read, parse and check a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// toml's own message (without its multi-line source excerpt) and the line it points at.
+fn reason(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |t| t.bytes().filter(|b| *b == b'\n').count())
+                + 1;
+            format!("{msg} (line {line})")
+        }
+        None => msg,
+    }
+}
+
+impl Config {
+    /// Apply command-line overrides, then check again.
+    pub fn apply(mut self, o: &Overrides) -> Result<Config, ConfigError> {
+        if let Some(d) = &o.data_dir {
+            self.data_dir = d.clone();
+        }
+        if let Some(l) = o.listen {
+            self.http.listen = l;
+        }
+        if let Some(u) = &o.amqp_url {
+            self.bus.kind = BusKind::Amqp;
+            self.bus.url = Some(u.clone());
+        }
+        self.check()?;
+        Ok(self)
+    }
+
+    /// Every value that parses but cannot work.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut ps = Vec::new();
+        let mut p = |key: String, reason: &str| {
+            ps.push(Problem {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            p("data_dir".into(), "must not be empty");
+        }
+        if !self.http.listen.ip().is_loopback() {
+            p(
+                "http.listen".into(),
+                "plain HTTP is only allowed on a loopback address (127.0.0.1 or ::1); TLS is not configured",
+            );
+        }
+        match (self.bus.kind, &self.bus.url) {
+            (BusKind::Amqp, None) => p("bus.url".into(), "required when bus.kind = \"amqp\""),
+            (BusKind::Amqp, Some(u))
+                if !(u.starts_with("amqp://") || u.starts_with("amqps://")) =>
+            {
+                p("bus.url".into(), "must start with amqp:// or amqps://")
+            }
+            _ => {}
+        }
+        if !self
+            .bus
+            .namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            p("bus.namespace".into(), "only A-Z, a-z, 0-9, '-' and '_'");
+        }
+        if check_gln(&self.bus.broker_gln).is_some() {
+            p(
+                "bus.broker_gln".into(),
+                "not a GLN (13 digits with a valid check digit)",
+            );
+        }
+        if self.bus.confirm_timeout.is_zero() {
+            p("bus.confirm_timeout".into(), "must be positive");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.receivers.iter().enumerate() {
+            if check_gln(&r.gln).is_some() {
+                p(
+                    format!("receiver[{i}].gln"),
+                    "not a GLN (13 digits with a valid check digit)",
+                );
+            } else if r.gln == self.bus.broker_gln {
+                p(
+                    format!("receiver[{i}].gln"),
+                    "is the broker's own GLN (bus.broker_gln), which receives delivery receipts",
+                );
+            } else if !seen.insert(r.gln.clone()) {
+                p(format!("receiver[{i}].gln"), "listed twice");
+            }
+            if let Some(sor) = &r.sor {
+                if check_sor(sor).is_some() {
+                    p(format!("receiver[{i}].sor"), "not a SOR code");
+                }
+            }
+        }
+        let l = &self.limits;
+        if l.max_message_bytes == 0 {
+            p("limits.max_message_bytes".into(), "must be positive");
+        }
+        if l.in_flight == 0 || l.in_flight > 65_535 {
+            p("limits.in_flight".into(), "must be 1..=65535");
+        }
+        if l.outbox_max_depth == 0 {
+            p("limits.outbox_max_depth".into(), "must be positive");
+        }
+        if l.max_attempts == 0 {
+            p("limits.max_attempts".into(), "must be positive");
+        }
+        let r = &self.retention;
+        if r.metadata_ttl < r.payload_ttl {
+            p(
+                "retention.metadata_ttl".into(),
+                "must be at least retention.payload_ttl",
+            );
+        }
+        if r.purge_interval.is_zero() {
+            p("retention.purge_interval".into(), "must be positive");
+        }
+        if ps.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(ps))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StoreBackend;
+
+    fn keys(e: ConfigError) -> Vec<String> {
+        e.problems().into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert!(c.http.listen.ip().is_loopback());
+        assert_eq!(c.bus.kind, BusKind::Embedded);
+        assert!(c.receivers.iter().any(|r| r.gln == "5790001348120"));
+        Config::default().check().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_reported_by_path() {
+        let e = parse("[limits]\nmax_mesage_bytes = 5\n").unwrap_err();
+        let p = &e.problems()[0];
+        assert_eq!(p.key, "limits.max_mesage_bytes", "{e}");
+        assert!(p.reason.contains("unknown field"), "{e}");
+        let e = parse("colour = 1\n").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_by_path() {
+        let e = parse("[limits]\nmax_message_bytes = \"big\"\n").unwrap_err();
+        assert_eq!(keys(e), ["limits.max_message_bytes"]);
+        let e = parse("[bus]\nkind = \"kafka\"\n").unwrap_err();
+        assert_eq!(keys(e), ["bus.kind"]);
+        let e = parse("[retention]\npayload_ttl = \"3w\"\n").unwrap_err();
+        assert_eq!(keys(e), ["retention.payload_ttl"]);
+        let e = parse("[[receiver]]\ngln = \"5790001348120\"\nsorr = \"1\"\n").unwrap_err();
+        assert_eq!(keys(e), ["receiver[0].sorr"]);
+    }
+
+    #[test]
+    fn bad_values_are_reported_by_path() {
+        let text = r#"
+            [http]
+            listen = "0.0.0.0:8080"
+            [bus]
+            kind = "amqp"
+            [[receiver]]
+            gln = "5790001348121"
+            [retention]
+            payload_ttl = "10d"
+            metadata_ttl = "1d"
+        "#;
+        let e = parse(text).unwrap_err();
+        assert_eq!(
+            keys(e),
+            [
+                "http.listen",
+                "bus.url",
+                "receiver[0].gln",
+                "retention.metadata_ttl"
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let c = parse("data_dir = \"/a\"\n[store]\nbackend = \"sled\"\n").unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sled);
+        let c = c
+            .apply(&Overrides {
+                data_dir: Some("/b".into()),
+                listen: Some("127.0.0.1:9999".parse().unwrap()),
+                amqp_url: Some("amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            })
+            .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/b"));
+        assert_eq!(c.http.listen.port(), 9999);
+        assert_eq!(c.bus.kind, BusKind::Amqp);
+        assert!(!format!("{:?}", c.bus).contains("guest@"));
+        let e = Config::default()
+            .apply(&Overrides {
+                listen: Some("10.0.0.1:80".parse().unwrap()),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+        assert_eq!(keys(e), ["http.listen"]);
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/sammen.example.toml");
+        let c = load(&path).unwrap();
+        assert!(!c.receivers.is_empty());
+    }
+}

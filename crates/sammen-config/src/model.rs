@@ -1,0 +1,303 @@
+//! The configuration file's shape. Every table refuses unknown keys.
+
+use crate::defaults;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the outbox (and the embedded bus) keep their data.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// HTTP ingress.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Message bus.
+    #[serde(default)]
+    pub bus: BusConfig,
+    /// Receivers the broker accepts messages for (`[[receiver]]`). Empty or absent: the conformance
+    /// examples' receivers.
+    #[serde(default, rename = "receiver", skip_serializing_if = "Vec::is_empty")]
+    pub receivers: Vec<Receiver>,
+    /// Sizes, depths and windows.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How long finished messages are kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// Storage engine.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(defaults::DATA_DIR)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            http: HttpConfig::default(),
+            bus: BusConfig::default(),
+            receivers: defaults::example_receivers(),
+            limits: Limits::default(),
+            retention: RetentionConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on. Plain HTTP is allowed on loopback only (TLS comes later).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[bus] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In-process bus: nothing else to install.
+    #[default]
+    Embedded,
+    /// RabbitMQ over AMQP 0-9-1.
+    Amqp,
+}
+
+/// `[bus]`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Which bus.
+    #[serde(default)]
+    pub kind: BusKind,
+    /// AMQP URL (`amqp://user:pass@host:5672/%2f`); required for `kind = "amqp"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Prefix for every exchange and queue name (`<ns>.sammen.route`); isolates brokers sharing one
+    /// RabbitMQ. Empty: the standard names of `deploy/rabbitmq/definitions.json`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// The broker's own GLN: subscribers publish delivery receipts to its inbox.
+    #[serde(default = "default_broker_gln")]
+    pub broker_gln: String,
+    /// Longest wait for one publisher confirm.
+    #[serde(default = "default_confirm_timeout", with = "crate::duration")]
+    pub confirm_timeout: Duration,
+}
+
+fn default_broker_gln() -> String {
+    defaults::BROKER_GLN.into()
+}
+
+fn default_confirm_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::Embedded,
+            url: None,
+            namespace: String::new(),
+            broker_gln: default_broker_gln(),
+            confirm_timeout: default_confirm_timeout(),
+        }
+    }
+}
+
+impl fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("namespace", &self.namespace)
+            .field("broker_gln", &self.broker_gln)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .finish()
+    }
+}
+
+/// `amqp://user:secret@host` → `amqp://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    format!("{scheme}://{user}:***@{host}")
+}
+
+/// `[[receiver]]`: an organisation messages may be addressed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receiver {
+    /// GLN (13 digits, valid check digit): the inbox queue `sammen.inbox.<gln>`.
+    pub gln: String,
+    /// SOR code; a message addressed by SOR only is routed to this receiver's GLN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sor: Option<String>,
+    /// Human name, for logs and status.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message body accepted (HTTP 413 above; the body is never buffered beyond this).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Messages waiting to be published above which the ingress answers 503 + Retry-After.
+    #[serde(default = "default_outbox_max_depth")]
+    pub outbox_max_depth: u64,
+    /// Retry-After seconds sent with a 503.
+    #[serde(default = "default_retry_after_secs")]
+    pub retry_after_secs: u32,
+    /// Publishes awaiting a broker confirm at once.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
+    /// Failed publish attempts before a message is dead.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Unroutable returns (no inbox queue) before a message is dead.
+    #[serde(default = "default_max_returns")]
+    pub max_returns: u32,
+    /// Age after which an unpublished message is dead.
+    #[serde(default = "default_message_ttl", with = "crate::duration")]
+    pub message_ttl: Duration,
+    /// Bodies at least this large are validated on the blocking pool, not on a runtime thread.
+    #[serde(default = "default_blocking_validate_bytes")]
+    pub blocking_validate_bytes: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_outbox_max_depth() -> u64 {
+    100_000
+}
+fn default_retry_after_secs() -> u32 {
+    5
+}
+fn default_in_flight() -> usize {
+    256
+}
+fn default_max_attempts() -> u32 {
+    50
+}
+fn default_max_returns() -> u32 {
+    5
+}
+fn default_message_ttl() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+fn default_blocking_validate_bytes() -> usize {
+    64 * 1024
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: default_max_message_bytes(),
+            outbox_max_depth: default_outbox_max_depth(),
+            retry_after_secs: default_retry_after_secs(),
+            in_flight: default_in_flight(),
+            max_attempts: default_max_attempts(),
+            max_returns: default_max_returns(),
+            message_ttl: default_message_ttl(),
+            blocking_validate_bytes: default_blocking_validate_bytes(),
+        }
+    }
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Payloads of finished messages are purged this long after they finished.
+    #[serde(default = "default_payload_ttl", with = "crate::duration")]
+    pub payload_ttl: Duration,
+    /// Metadata (state, timeline, dedupe keys) is purged this long after the message finished.
+    #[serde(default = "default_metadata_ttl", with = "crate::duration")]
+    pub metadata_ttl: Duration,
+    /// How often the purge runs.
+    #[serde(default = "default_purge_interval", with = "crate::duration")]
+    pub purge_interval: Duration,
+}
+
+fn default_payload_ttl() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_metadata_ttl() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+fn default_purge_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            payload_ttl: default_payload_ttl(),
+            metadata_ttl: default_metadata_ttl(),
+            purge_interval: default_purge_interval(),
+        }
+    }
+}
+
+/// `[store] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// fjall with `PersistMode::SyncAll`.
+    #[default]
+    Fjall,
+    /// sled, made durable with fdatasync after each flush.
+    Sled,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Storage engine of the outbox.
+    #[serde(default)]
+    pub backend: StoreBackend,
+}
+
+impl Config {
+    /// Where the outbox lives.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+
+    /// Where the embedded bus keeps its queues.
+    pub fn bus_dir(&self) -> PathBuf {
+        self.data_dir.join("bus")
+    }
+}
