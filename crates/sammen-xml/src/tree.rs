@@ -86,6 +86,24 @@ impl Document {
     }
 }
 
+/// An XML name without a colon (NCName). Checked by hand: quick-xml accepts `< />` and `<:/>`
+/// (found by fuzzing), and no maintained crate exposes the name production alone.
+fn is_ncname(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || !c.is_ascii())
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_') || !c.is_ascii())
+}
+
+/// A qualified name: `NCName` or `NCName:NCName`.
+fn is_qname(s: &str) -> bool {
+    match s.split_once(':') {
+        Some((p, l)) => is_ncname(p) && is_ncname(l),
+        None => is_ncname(s),
+    }
+}
+
 /// A borrowed element of a [`Document`].
 #[derive(Clone, Copy)]
 pub struct Node<'d> {
@@ -482,6 +500,12 @@ impl<'t> Builder<'t> {
                 continue;
             }
             let key: &str = a.key.as_ref();
+            if !is_qname(key) {
+                return Err(XmlError::Malformed {
+                    offset,
+                    reason: "attribute name is not a valid XML name",
+                });
+            }
             if key == "xmlns" || key.starts_with("xmlns:") {
                 continue;
             }
@@ -548,6 +572,12 @@ impl<'t> Builder<'t> {
 
     /// A start tag: resolve its namespace (outside opaque content) and store it.
     fn open(&mut self, e: &BytesStart<'_>, offset: usize, empty: bool) -> Result<(), XmlError> {
+        if !is_qname(e.name().as_ref()) {
+            return Err(XmlError::Malformed {
+                offset,
+                reason: "element name is not a valid XML name",
+            });
+        }
         if self.opaque_depth > 0 {
             return self.start(0, e, offset, empty);
         }
@@ -771,6 +801,12 @@ mod tests {
             ("<x:a/>", "xml.namespace-unbound"),
             ("<a b='1' b='2'/>", "xml.malformed"),
             ("<a b=1/>", "xml.malformed"),
+            // found by fuzzing: quick-xml accepts empty names
+            ("< />", "xml.malformed"),
+            ("<:/>", "xml.malformed"),
+            ("<a:/>", "xml.malformed"),
+            ("<a :b='1'/>", "xml.malformed"),
+            ("<1a/>", "xml.malformed"),
         ] {
             assert_eq!(parse(doc).map(|_| ()).unwrap_err().code(), code, "{doc}");
         }
