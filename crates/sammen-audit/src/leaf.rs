@@ -1,0 +1,405 @@
+//! The leaf: one lifecycle event, its canonical encoding and the keyed patient pseudonym.
+//!
+//! ## Encoding (version 1)
+//! A leaf's bytes are the compact JSON that `serde_json` writes for [`Leaf`]: fields in declaration order,
+//! absent optional fields omitted, integers only (no floats), strings as given (UTF-8, JSON escapes as
+//! `serde_json` writes them). The encoding is *canonical*: [`Leaf::decode`] refuses bytes that do not
+//! re-encode to themselves, so one event has exactly one byte string and one leaf hash. `"v":1` is the
+//! first field; a future version adds a new number and keeps decoding old leaves.
+//!
+//! JSON rather than a binary format because an auditor reads proofs with ordinary tools; determinism comes
+//! from the fixed struct layout, not from a generic canonicaliser.
+//!
+//! ## Personal data
+//! No field holds a name, clinical text or CPR number. The patient appears only as
+//! `patient = hex(HMAC-SHA256(key, CPR))` with a secret [`PatientKey`] from the configuration: stable
+//! (an auditor holding the key finds every event for one CPR number) but not reversible without the key.
+
+use base64::Engine as _;
+use sammen_model::{AckCode, Family, Party, PatientId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::AuditError;
+
+/// Leaf format version written today.
+pub const LEAF_VERSION: u8 = 1;
+
+/// Position of a leaf in the log (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeafIndex(pub u64);
+
+/// What happened. Tagged by `kind` in the encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Event {
+    /// The message arrived.
+    Received,
+    /// The message was refused at validation; `code` is the stable issue code.
+    Rejected {
+        /// Stable issue code (e.g. `id.gln.check-digit`).
+        code: String,
+    },
+    /// The message was durably accepted.
+    Accepted,
+    /// Published to the bus (confirmed).
+    Published,
+    /// Delivered to the receiver.
+    Delivered,
+    /// The receiver's acknowledgement arrived.
+    Acknowledged {
+        /// The acknowledgement's response code.
+        code: AckCode,
+    },
+    /// No acknowledgement within the deadline.
+    Overdue,
+    /// Given up (dead letter).
+    Dead,
+    /// Payload or record removed by retention.
+    Purged,
+    /// A resend of an earlier message (same message id, new Bundle id).
+    Resend,
+    /// A duplicate (same message id and Bundle id); nothing stored.
+    Duplicate,
+    /// A client certificate was refused.
+    CertificateRefused,
+    /// A sender identity (GLN/SOR vs certificate) was refused.
+    IdentityRefused,
+    /// Operator: configuration reloaded.
+    ConfigReload,
+    /// Operator: messages replayed.
+    Replay,
+    /// The log was created; names the first checkpoint signing key. Always leaf 0.
+    LogCreated {
+        /// Ed25519 public key, base64.
+        key: String,
+    },
+    /// Operator: the checkpoint signing key changes to `new_key`; `signature` is the old key's Ed25519
+    /// signature over [`rotation_message`].
+    KeyRotation {
+        /// New Ed25519 public key, base64.
+        new_key: String,
+        /// Old key's signature, base64.
+        signature: String,
+    },
+    /// This index was handed out but the batch carrying it failed; written so the tree stays contiguous.
+    /// Records no change.
+    LostWrite,
+}
+
+impl Event {
+    /// Stable kind name, as in the encoding.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Received => "received",
+            Event::Rejected { .. } => "rejected",
+            Event::Accepted => "accepted",
+            Event::Published => "published",
+            Event::Delivered => "delivered",
+            Event::Acknowledged { .. } => "acknowledged",
+            Event::Overdue => "overdue",
+            Event::Dead => "dead",
+            Event::Purged => "purged",
+            Event::Resend => "resend",
+            Event::Duplicate => "duplicate",
+            Event::CertificateRefused => "certificate-refused",
+            Event::IdentityRefused => "identity-refused",
+            Event::ConfigReload => "config-reload",
+            Event::Replay => "replay",
+            Event::LogCreated { .. } => "log-created",
+            Event::KeyRotation { .. } => "key-rotation",
+            Event::LostWrite => "lost-write",
+        }
+    }
+}
+
+/// Outcome, as the DICOM/ATNA `EventOutcomeIndicator` (0, 4, 8, 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// 0: success.
+    Success,
+    /// 4: minor failure (e.g. a transient error, will retry).
+    MinorFailure,
+    /// 8: serious failure (refused).
+    SeriousFailure,
+    /// 12: major failure (given up).
+    MajorFailure,
+}
+
+impl Outcome {
+    /// ATNA code.
+    pub const fn atna_code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::MinorFailure => 4,
+            Outcome::SeriousFailure => 8,
+            Outcome::MajorFailure => 12,
+        }
+    }
+}
+
+/// A decoded leaf. See the module docs for the encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leaf {
+    /// Format version ([`LEAF_VERSION`]).
+    pub v: u8,
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    /// The event.
+    pub event: Event,
+    /// Message id (FHIR MessageHeader.id, OIOXML letter id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// Envelope id (FHIR Bundle.id, OIOXML envelope id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_id: Option<String>,
+    /// Message family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<Family>,
+    /// Event code within the family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_code: Option<String>,
+    /// Sender GLN/SOR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<Party>,
+    /// Receiver GLN/SOR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<Party>,
+    /// Client certificate fingerprint (hex SHA-256 of the DER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_fingerprint: Option<String>,
+    /// Payload SHA-256, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_sha256: Option<String>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Patient pseudonym: hex HMAC-SHA256 of the CPR number with the configured key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+}
+
+impl Leaf {
+    /// Canonical bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising a struct of strings, integers and unit enums cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decode canonical bytes; refuses non-canonical input.
+    pub fn decode(bytes: &[u8]) -> Result<Leaf, LeafDecodeError> {
+        let leaf: Leaf = serde_json::from_slice(bytes).map_err(|_| LeafDecodeError::Malformed)?;
+        if leaf.v != LEAF_VERSION {
+            return Err(LeafDecodeError::UnknownVersion(leaf.v));
+        }
+        if leaf.encode() != bytes {
+            return Err(LeafDecodeError::NotCanonical);
+        }
+        Ok(leaf)
+    }
+
+    /// The RFC 6962 leaf hash of the canonical bytes.
+    pub fn hash(&self) -> crate::Hash {
+        crate::tree::leaf_hash(&self.encode())
+    }
+}
+
+/// Why leaf bytes do not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeafDecodeError {
+    /// Not a JSON leaf.
+    #[error("not a well-formed leaf")]
+    Malformed,
+    /// Unknown format version.
+    #[error("unknown leaf version {0}")]
+    UnknownVersion(u8),
+    /// Decodes, but is not the canonical encoding.
+    #[error("leaf is not canonically encoded")]
+    NotCanonical,
+}
+
+/// What a caller records. The log turns it into a [`Leaf`], hashing the patient id with its key.
+#[derive(Debug, Clone)]
+pub struct LeafEvent {
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    /// What happened.
+    pub event: Event,
+    /// Message id.
+    pub message_id: Option<String>,
+    /// Bundle / envelope id.
+    pub bundle_id: Option<String>,
+    /// Family.
+    pub family: Option<Family>,
+    /// Event code within the family.
+    pub event_code: Option<String>,
+    /// Sender.
+    pub sender: Option<Party>,
+    /// Receiver.
+    pub receiver: Option<Party>,
+    /// Certificate fingerprint, hex.
+    pub cert_fingerprint: Option<String>,
+    /// Payload SHA-256.
+    pub payload_sha256: Option<[u8; 32]>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// The patient, hashed with the log's [`PatientKey`]; never stored as is.
+    pub patient: Option<PatientId>,
+}
+
+impl LeafEvent {
+    /// An event with only time, kind and outcome set.
+    pub fn new(time_ms: u64, event: Event, outcome: Outcome) -> Self {
+        LeafEvent {
+            time_ms,
+            event,
+            message_id: None,
+            bundle_id: None,
+            family: None,
+            event_code: None,
+            sender: None,
+            receiver: None,
+            cert_fingerprint: None,
+            payload_sha256: None,
+            outcome,
+            patient: None,
+        }
+    }
+
+    /// Build the leaf; the patient id becomes its keyed hash.
+    pub fn into_leaf(self, key: &PatientKey) -> Leaf {
+        Leaf {
+            v: LEAF_VERSION,
+            time_ms: self.time_ms,
+            event: self.event,
+            message_id: self.message_id,
+            bundle_id: self.bundle_id,
+            family: self.family,
+            event_code: self.event_code,
+            sender: self.sender.filter(|p| !p.is_empty()),
+            receiver: self.receiver.filter(|p| !p.is_empty()),
+            cert_fingerprint: self.cert_fingerprint,
+            payload_sha256: self.payload_sha256.map(|h| hex(&h)),
+            outcome: self.outcome,
+            patient: self.patient.map(|p| key.pseudonym(p.expose())),
+        }
+    }
+}
+
+/// The secret HMAC key for patient pseudonyms. `Debug` never prints it.
+#[derive(Clone)]
+pub struct PatientKey(Vec<u8>);
+
+impl std::fmt::Debug for PatientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PatientKey(<redacted>)")
+    }
+}
+
+impl PatientKey {
+    /// A key from configuration bytes; at least 16 bytes, so it cannot be guessed.
+    pub fn new(secret: &[u8]) -> Result<Self, AuditError> {
+        if secret.len() < 16 {
+            return Err(AuditError::Config(
+                "patient HMAC key must be at least 16 bytes".into(),
+            ));
+        }
+        Ok(PatientKey(secret.to_vec()))
+    }
+
+    /// `hex(HMAC-SHA256(key, cpr))`, whitespace and a `-` after the date removed first.
+    pub fn pseudonym(&self, cpr: &str) -> String {
+        let norm: String = cpr
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        hex(&hmac_sha256(&self.0, norm.as_bytes()))
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) for a key of at most 64 bytes.
+pub(crate) fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Parse lower- or upper-case hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() & 1 == 1 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect()
+}
+
+/// The bytes the old key signs to hand over to `new_key` (raw 32-byte Ed25519 public key).
+pub fn rotation_message(origin: &str, new_key: &[u8; 32]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(new_key);
+    format!("sammen-audit key rotation v1\n{origin}\n{b64}\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn encoding_is_canonical_and_round_trips() {
+        let key = PatientKey::new(&[7u8; 32]).unwrap();
+        let mut ev = LeafEvent::new(
+            1_700_000_000_000,
+            Event::Acknowledged { code: AckCode::Ok },
+            Outcome::Success,
+        );
+        ev.message_id = Some("a5e5b880-c087-4055-b9ec-99108695f81d".into());
+        ev.family = Some(Family::CareCommunication);
+        ev.patient = Some(PatientId::new("urn:oid:1.2.208.176.1.2", "2512489996"));
+        let leaf = ev.into_leaf(&key);
+        let bytes = leaf.encode();
+        assert!(bytes.starts_with(b"{\"v\":1,\"time_ms\":1700000000000,\"event\":{\"kind\":\"acknowledged\",\"code\":\"ok\"}"));
+        assert_eq!(Leaf::decode(&bytes).unwrap(), leaf);
+        assert!(!String::from_utf8_lossy(&bytes).contains("2512489996"));
+        let spaced = String::from_utf8(bytes).unwrap().replacen(':', ": ", 1);
+        assert_eq!(
+            Leaf::decode(spaced.as_bytes()),
+            Err(LeafDecodeError::NotCanonical)
+        );
+        assert_eq!(key.pseudonym("251248-9996"), key.pseudonym("2512489996"));
+    }
+}

@@ -1,0 +1,726 @@
+//! The durable log: trees in a [`sammen_store::Store`], the staging API and checkpointing.
+//!
+//! ## On-disk layout (trees in [`trees`], added to the store's tree list by whoever opens it)
+//! | tree | key | value |
+//! |---|---|---|
+//! | `audit_leaves` | index (u64 BE) | canonical leaf bytes ([`crate::leaf`]) |
+//! | `audit_nodes` | level (u8) ‖ index (u64 BE) | 32-byte hash of that perfect subtree |
+//! | `audit_checkpoints` | seq (u64 BE) | signed checkpoint note text |
+//! | `audit_meta` | `nodes_size` | u64 BE: the tree size the stored nodes cover (= last checkpoint's) |
+//! | `audit_meta` | `key` ‖ seq (u64 BE) | 32-byte Ed25519 public key, seq 0 = genesis key |
+//! | `audit_index` | `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ index | (empty): message id, GLN, SOR, patient |
+//! | `audit_index` | `t` ‖ time_ms (u64 BE) ‖ index | (empty): time |
+//!
+//! Nodes are written with each checkpoint, in the same batch as the checkpoint record, so every node of
+//! the tree at the last checkpoint is stored and proofs against it need `O(log n)` reads. Nodes completed
+//! since then live in memory and are recomputed from the leaves at open (at most one checkpoint interval).
+//!
+//! ## Staging: no change without its leaf, no leaf without its change
+//! A caller adds the leaf's puts to the very [`Batch`] that carries its state change
+//! ([`AuditLog::stage`]), so the store commits both or neither. The index is handed out at staging time;
+//! the in-memory tree takes the leaf only once the caller reports the commit ([`AuditLog::committed`]).
+//! Commits are folded in index order, whatever order the waiters wake up in.
+//!
+//! Rules for callers of the low-level `stage`: submit batches to the store **in staging order** (hold one
+//! lock across `stage` + `Store::submit`, as the outbox already does for its ids), and report every staged
+//! leaf exactly once with `committed` or `failed`. [`AuditLog::submit`] does all of that in one call.
+//!
+//! A failed batch leaves its index unused while later batches may already be committed (group commit).
+//! When the tree reaches a failed index it looks in the store: if the batch landed after all (the store
+//! only promises "assume not"), the leaf is taken; if not, a [`crate::Event::LostWrite`] leaf is committed
+//! at that index so the tree stays contiguous and says openly that nothing was recorded there. If even
+//! that fails, the log is poisoned (every call errs) until it is reopened. A crash inside that window
+//! leaves a hole, which [`AuditLog::open`] refuses ([`AuditError::Gap`]): an operator must look.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use sammen_store::{Batch, Store, Ticket};
+
+use crate::checkpoint::{key_hash, Checkpoint, SignedCheckpoint};
+use crate::error::{AuditError, Finding};
+use crate::keys::fingerprint;
+use crate::leaf::{rotation_message, Event, Leaf, LeafEvent, LeafIndex, Outcome, PatientKey};
+use crate::tree::{leaf_hash, perfect_decomposition, subtree_root, CompactRange, Hash, NodeSource};
+
+/// Tree names; add [`trees::ALL`] to the list the shared store is opened with.
+pub mod trees {
+    /// Leaves by index.
+    pub const LEAVES: &str = "audit_leaves";
+    /// Perfect-subtree hashes.
+    pub const NODES: &str = "audit_nodes";
+    /// Signed checkpoints by sequence number.
+    pub const CHECKPOINTS: &str = "audit_checkpoints";
+    /// Search index.
+    pub const INDEX: &str = "audit_index";
+    /// Node coverage and the key chain.
+    pub const META: &str = "audit_meta";
+    /// Every audit tree.
+    pub const ALL: [&str; 5] = [LEAVES, NODES, CHECKPOINTS, INDEX, META];
+}
+
+pub(crate) const META_NODES_SIZE: &[u8] = b"nodes_size";
+pub(crate) const META_KEY_PREFIX: &[u8] = b"key";
+
+pub(crate) fn u64_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+pub(crate) fn node_key(level: u8, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub(crate) fn meta_key_entry(seq: u64) -> Vec<u8> {
+    [META_KEY_PREFIX, &seq.to_be_bytes()].concat()
+}
+
+/// `prefix ‖ len ‖ value` (the search key without the leaf index).
+pub(crate) fn index_prefix(tag: u8, value: &str) -> Vec<u8> {
+    let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+    let mut k = Vec::with_capacity(3 + value.len() + 8);
+    k.push(tag);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(&value.as_bytes()[..usize::from(len)]);
+    k
+}
+
+/// Every index key of a leaf.
+pub(crate) fn index_keys(leaf: &Leaf, index: u64) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut add = |tag: u8, v: &str| {
+        let mut k = index_prefix(tag, v);
+        k.extend_from_slice(&index.to_be_bytes());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    };
+    if let Some(m) = &leaf.message_id {
+        add(b'm', m);
+    }
+    for p in [&leaf.sender, &leaf.receiver].into_iter().flatten() {
+        if let Some(g) = &p.gln {
+            add(b'g', g);
+        }
+        if let Some(s) = &p.sor {
+            add(b's', s);
+        }
+    }
+    if let Some(p) = &leaf.patient {
+        add(b'p', p);
+    }
+    let mut t = vec![b't'];
+    t.extend_from_slice(&leaf.time_ms.to_be_bytes());
+    t.extend_from_slice(&index.to_be_bytes());
+    keys.push(t);
+    keys
+}
+
+pub(crate) fn decode_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How the log runs.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Log identity, first line of every checkpoint (e.g. `sammen.region-h.dk/audit`).
+    pub origin: String,
+    /// Checkpoint after this many new leaves (N).
+    pub checkpoint_every: u64,
+    /// ... or after this many milliseconds with new leaves (T).
+    pub checkpoint_interval_ms: u64,
+    /// Where the latest checkpoint is exported (`<dir>/checkpoint`); `None`: not exported.
+    pub export_dir: Option<PathBuf>,
+    /// HMAC key for patient pseudonyms.
+    pub patient_key: PatientKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    InFlight,
+    Done,
+    Failed,
+}
+
+struct State {
+    next: u64,
+    edge: CompactRange,
+    /// Perfect nodes completed since the last checkpoint's batch.
+    mem: BTreeMap<(u8, u64), Hash>,
+    pending: BTreeMap<u64, (Hash, Settle)>,
+    last: Option<SignedCheckpoint>,
+    next_seq: u64,
+    keys: Vec<VerifyingKey>,
+    poisoned: bool,
+}
+
+/// A leaf handed an index and added to a batch, not yet known to be durable.
+#[derive(Debug)]
+#[must_use = "report the batch's fate with AuditLog::committed or AuditLog::failed"]
+pub struct Staged {
+    index: LeafIndex,
+}
+
+impl Staged {
+    /// The leaf's index.
+    pub fn index(&self) -> LeafIndex {
+        self.index
+    }
+}
+
+/// A batch submitted through [`AuditLog::submit`]; wait for it.
+#[must_use = "wait for the batch"]
+pub struct PendingCommit<'a, S: Store> {
+    log: &'a AuditLog<S>,
+    ticket: Ticket,
+    staged: Vec<Staged>,
+}
+
+impl<S: Store> PendingCommit<'_, S> {
+    /// The indices of the leaves in this batch.
+    pub fn indices(&self) -> Vec<LeafIndex> {
+        self.staged.iter().map(Staged::index).collect()
+    }
+
+    /// Block until the batch (state change and leaves) is durable, then fold the leaves into the tree.
+    pub fn wait(self) -> Result<Vec<LeafIndex>, AuditError> {
+        let idx = self.indices();
+        match self.ticket.wait() {
+            Ok(()) => {
+                self.log.settle(self.staged, Settle::Done)?;
+                Ok(idx)
+            }
+            Err(e) => {
+                self.log.settle(self.staged, Settle::Failed)?;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// The live, append-only audit log over a shared store.
+pub struct AuditLog<S: Store> {
+    store: S,
+    config: AuditConfig,
+    state: Mutex<State>,
+    signer: Mutex<SigningKey>,
+    checkpointing: Mutex<()>,
+}
+
+impl<S: Store> std::fmt::Debug for AuditLog<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("origin", &self.config.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Nodes from memory first, then the store.
+pub(crate) struct LogNodes<'a, S: Store + ?Sized> {
+    pub(crate) store: &'a S,
+    pub(crate) mem: Option<&'a BTreeMap<(u8, u64), Hash>>,
+}
+
+impl<S: Store + ?Sized> NodeSource for LogNodes<'_, S> {
+    type Error = AuditError;
+    fn node(&self, level: u8, index: u64) -> Result<Hash, AuditError> {
+        if let Some(h) = self.mem.and_then(|m| m.get(&(level, index))) {
+            return Ok(*h);
+        }
+        self.store
+            .get(trees::NODES, &node_key(level, index))?
+            .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+            .ok_or(AuditError::Tampered(Finding::BadNode { level, index }))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read the key chain from `audit_meta`.
+pub(crate) fn read_key_chain<S: Store + ?Sized>(
+    store: &S,
+) -> Result<Vec<VerifyingKey>, AuditError> {
+    let rows = store.scan_prefix(trees::META, META_KEY_PREFIX, usize::MAX)?;
+    rows.iter()
+        .map(|(_, v)| {
+            <[u8; 32]>::try_from(v.as_slice())
+                .ok()
+                .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+                .ok_or_else(|| AuditError::Config("malformed key in the key chain".into()))
+        })
+        .collect()
+}
+
+/// Check a checkpoint against the current tree (signature by some chain key, size, root).
+fn check_against_tree<S: Store + ?Sized>(
+    nodes: &LogNodes<'_, S>,
+    size: u64,
+    cp: &SignedCheckpoint,
+    keys: &[VerifyingKey],
+    source_name: &'static str,
+) -> Result<(), AuditError> {
+    if !keys.iter().any(|k| cp.verify(k).is_ok()) {
+        return Err(AuditError::Checkpoint(format!(
+            "{source_name} checkpoint is not signed by any key of this log"
+        )));
+    }
+    let c = &cp.checkpoint;
+    if c.size > size {
+        return Err(AuditError::Rollback {
+            stored: size,
+            checkpoint: c.size,
+            source_name,
+        });
+    }
+    if subtree_root(nodes, 0, c.size)? != c.root {
+        return Err(AuditError::Inconsistent {
+            size: c.size,
+            source_name,
+        });
+    }
+    Ok(())
+}
+
+impl<S: Store> AuditLog<S> {
+    /// Open (or create) the log in `store`, which must have been opened with [`trees::ALL`].
+    ///
+    /// Refuses with a typed error when the stored log is shorter than ([`AuditError::Rollback`]) or does
+    /// not extend ([`AuditError::Inconsistent`]) the last stored or exported checkpoint, when a leaf is
+    /// missing ([`AuditError::Gap`]), or when `signer` is not the log's current key. A new log gets leaf 0,
+    /// [`Event::LogCreated`], naming `signer`'s public key.
+    pub fn open(store: S, config: AuditConfig, signer: SigningKey) -> Result<Self, AuditError> {
+        let nodes_size = match store.get(trees::META, META_NODES_SIZE)? {
+            Some(v) => {
+                decode_u64(&v).ok_or_else(|| AuditError::Config("malformed nodes_size".into()))?
+            }
+            None => 0,
+        };
+        let leaf_count = store
+            .last(trees::LEAVES)?
+            .and_then(|(k, _)| decode_u64(&k))
+            .map_or(0, |i| i + 1);
+        if leaf_count < nodes_size {
+            return Err(AuditError::Rollback {
+                stored: leaf_count,
+                checkpoint: nodes_size,
+                source_name: "stored",
+            });
+        }
+        let src = LogNodes {
+            store: &store,
+            mem: None,
+        };
+        let parts = perfect_decomposition(0, nodes_size)
+            .into_iter()
+            .map(|(l, i)| src.node(l, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut edge = CompactRange::from_parts(nodes_size, &parts)
+            .ok_or_else(|| AuditError::Config("bad node decomposition".into()))?;
+        let mut mem = BTreeMap::new();
+        let mut from = u64_key(nodes_size).to_vec();
+        loop {
+            let rows = store.range(trees::LEAVES, &from, None, 4096)?;
+            let Some((last_key, _)) = rows.last() else {
+                break;
+            };
+            from = last_key.clone();
+            from.push(0);
+            for (k, v) in &rows {
+                let i = decode_u64(k).ok_or(AuditError::Gap(edge.size()))?;
+                if i != edge.size() {
+                    return Err(AuditError::Gap(edge.size()));
+                }
+                edge.push(leaf_hash(v), |l, i, h| {
+                    mem.insert((l, i), *h);
+                });
+            }
+        }
+        let keys = read_key_chain(&store)?;
+        let last = match store.last(trees::CHECKPOINTS)? {
+            Some((k, v)) => {
+                let seq = decode_u64(&k)
+                    .ok_or_else(|| AuditError::Checkpoint("malformed checkpoint key".into()))?;
+                let text = String::from_utf8(v)
+                    .map_err(|_| AuditError::Checkpoint("checkpoint is not UTF-8".into()))?;
+                Some((seq, SignedCheckpoint::parse(&text)?))
+            }
+            None => None,
+        };
+        {
+            let nodes = LogNodes {
+                store: &store,
+                mem: Some(&mem),
+            };
+            if let Some((_, cp)) = &last {
+                check_against_tree(&nodes, edge.size(), cp, &keys, "stored")?;
+            }
+            if let Some(dir) = &config.export_dir {
+                if let Some(cp) = crate::export::read_exported(dir)? {
+                    if cp.checkpoint.origin != config.origin {
+                        return Err(AuditError::Checkpoint(
+                            "exported checkpoint names another origin".into(),
+                        ));
+                    }
+                    check_against_tree(&nodes, edge.size(), &cp, &keys, "exported")?;
+                }
+            }
+        }
+        let size = edge.size();
+        let next_seq = last.as_ref().map_or(0, |(s, _)| s + 1);
+        let log = AuditLog {
+            store,
+            state: Mutex::new(State {
+                next: size,
+                edge,
+                mem,
+                pending: BTreeMap::new(),
+                last: last.map(|(_, c)| c),
+                next_seq,
+                keys,
+                poisoned: false,
+            }),
+            signer: Mutex::new(signer),
+            config,
+            checkpointing: Mutex::new(()),
+        };
+        log.start()?;
+        Ok(log)
+    }
+
+    /// Write the genesis leaf of a new log, or check the signer against the key chain.
+    fn start(&self) -> Result<(), AuditError> {
+        let signer = lock(&self.signer).verifying_key();
+        let (size, current) = {
+            let st = lock(&self.state);
+            (st.edge.size(), st.keys.last().copied())
+        };
+        match (size, current) {
+            (0, _) => {
+                let mut batch = Batch::new();
+                batch.put(trees::META, meta_key_entry(0), signer.as_bytes().to_vec());
+                let ev = LeafEvent::new(
+                    now_ms(),
+                    Event::LogCreated {
+                        key: B64.encode(signer.as_bytes()),
+                    },
+                    Outcome::Success,
+                );
+                self.submit(batch, vec![ev])?.wait()?;
+                lock(&self.state).keys = vec![signer];
+                Ok(())
+            }
+            (_, Some(k)) if k == signer => Ok(()),
+            (_, Some(k)) => Err(AuditError::WrongSigningKey {
+                configured: fingerprint(&signer),
+                current: fingerprint(&k),
+            }),
+            (_, None) => Err(AuditError::Config("log has leaves but no key chain".into())),
+        }
+    }
+
+    /// The store (shared with the outbox).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuditConfig {
+        &self.config
+    }
+
+    /// Leaves folded into the tree (durable and contiguous).
+    pub fn size(&self) -> u64 {
+        lock(&self.state).edge.size()
+    }
+
+    /// Root of the tree of [`Self::size`] leaves.
+    pub fn root(&self) -> Hash {
+        lock(&self.state).edge.root()
+    }
+
+    /// The latest checkpoint written.
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        lock(&self.state).last.clone()
+    }
+
+    /// The current signing key's public half.
+    pub fn public_key(&self) -> VerifyingKey {
+        lock(&self.signer).verifying_key()
+    }
+
+    /// Hand `event` the next index and add its puts (leaf and search index) to `batch`.
+    ///
+    /// Contract: submit batches in staging order and report each [`Staged`] with [`Self::committed`] or
+    /// [`Self::failed`]. Prefer [`Self::submit`], which keeps the contract for you.
+    pub fn stage(&self, batch: &mut Batch, event: LeafEvent) -> Result<Staged, AuditError> {
+        let mut st = lock(&self.state);
+        self.stage_locked(&mut st, batch, event)
+    }
+
+    fn stage_locked(
+        &self,
+        st: &mut State,
+        batch: &mut Batch,
+        event: LeafEvent,
+    ) -> Result<Staged, AuditError> {
+        if st.poisoned {
+            return Err(AuditError::Poisoned);
+        }
+        let leaf = event.into_leaf(&self.config.patient_key);
+        let index = st.next;
+        let bytes = leaf.encode();
+        let hash = leaf_hash(&bytes);
+        for k in index_keys(&leaf, index) {
+            batch.put(trees::INDEX, k, Vec::new());
+        }
+        batch.put(trees::LEAVES, u64_key(index).to_vec(), bytes);
+        st.next += 1;
+        st.pending.insert(index, (hash, Settle::InFlight));
+        Ok(Staged {
+            index: LeafIndex(index),
+        })
+    }
+
+    /// Stage `events` into `batch` and submit it to the store in one step (so submit order = index order).
+    pub fn submit(
+        &self,
+        mut batch: Batch,
+        events: Vec<LeafEvent>,
+    ) -> Result<PendingCommit<'_, S>, AuditError> {
+        let mut st = lock(&self.state);
+        let mut staged = Vec::with_capacity(events.len());
+        for ev in events {
+            match self.stage_locked(&mut st, &mut batch, ev) {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    self.settle_locked(&mut st, staged, Settle::Failed);
+                    return Err(e);
+                }
+            }
+        }
+        match self.store.submit(batch) {
+            Ok(ticket) => Ok(PendingCommit {
+                log: self,
+                ticket,
+                staged,
+            }),
+            Err(e) => {
+                self.settle_locked(&mut st, staged, Settle::Failed);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The batch carrying `staged` is durable.
+    pub fn committed(&self, staged: Staged) -> Result<(), AuditError> {
+        self.settle(vec![staged], Settle::Done)
+    }
+
+    /// The batch carrying `staged` failed (its change is not promised either).
+    pub fn failed(&self, staged: Staged) -> Result<(), AuditError> {
+        self.settle(vec![staged], Settle::Failed)
+    }
+
+    fn settle(&self, staged: Vec<Staged>, how: Settle) -> Result<(), AuditError> {
+        let mut st = lock(&self.state);
+        self.settle_locked(&mut st, staged, how);
+        if st.poisoned {
+            Err(AuditError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn settle_locked(&self, st: &mut State, staged: Vec<Staged>, how: Settle) {
+        for s in staged {
+            if let Some(p) = st.pending.get_mut(&s.index.0) {
+                p.1 = how;
+            }
+        }
+        // Fold in index order as far as the prefix is settled.
+        while let Some(&(hash, settle)) = st.pending.get(&st.edge.size()) {
+            let index = st.edge.size();
+            let folded = match settle {
+                Settle::InFlight => break,
+                Settle::Done => Some(hash),
+                Settle::Failed => self.resolve_failed(index, hash),
+            };
+            let Some(h) = folded else {
+                st.poisoned = true;
+                break;
+            };
+            st.pending.remove(&index);
+            let State { edge, mem, .. } = st;
+            edge.push(h, |l, i, h| {
+                mem.insert((l, i), *h);
+            });
+        }
+    }
+
+    /// A failed index: take the leaf if it landed anyway, else fill it with a `lost-write` leaf.
+    fn resolve_failed(&self, index: u64, hash: Hash) -> Option<Hash> {
+        match self.store.get(trees::LEAVES, &u64_key(index)) {
+            Ok(Some(bytes)) if leaf_hash(&bytes) == hash => Some(hash),
+            Ok(Some(_)) | Err(_) => None,
+            Ok(None) => {
+                let leaf = LeafEvent::new(now_ms(), Event::LostWrite, Outcome::MajorFailure)
+                    .into_leaf(&self.config.patient_key);
+                let bytes = leaf.encode();
+                let h = leaf_hash(&bytes);
+                let mut batch = Batch::new();
+                for k in index_keys(&leaf, index) {
+                    batch.put(trees::INDEX, k, Vec::new());
+                }
+                batch.put(trees::LEAVES, u64_key(index).to_vec(), bytes);
+                self.store.commit(batch).ok().map(|()| h)
+            }
+        }
+    }
+
+    /// Checkpoint if `checkpoint_every` leaves or `checkpoint_interval_ms` passed since the last one.
+    pub fn maybe_checkpoint(&self, now_ms: u64) -> Result<Option<SignedCheckpoint>, AuditError> {
+        let due = {
+            let st = lock(&self.state);
+            let (last_size, last_time) = st
+                .last
+                .as_ref()
+                .map_or((0, 0), |c| (c.checkpoint.size, c.checkpoint.time_ms));
+            let grown = st.edge.size().saturating_sub(last_size);
+            grown >= self.config.checkpoint_every.max(1)
+                || (grown > 0
+                    && now_ms.saturating_sub(last_time) >= self.config.checkpoint_interval_ms)
+        };
+        if due {
+            self.checkpoint_at(now_ms)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Checkpoint now (e.g. at shutdown), with the wall clock.
+    pub fn checkpoint_now(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
+        self.checkpoint_at(now_ms())
+    }
+
+    /// Sign the current tree head at `now_ms`, store it with the nodes completed since the last one, and
+    /// export it. `None` when nothing was appended since the last checkpoint.
+    pub fn checkpoint_at(&self, now_ms: u64) -> Result<Option<SignedCheckpoint>, AuditError> {
+        let _one_at_a_time = lock(&self.checkpointing);
+        self.checkpoint_locked(now_ms)
+    }
+
+    /// Caller holds `checkpointing`.
+    fn checkpoint_locked(&self, now_ms: u64) -> Result<Option<SignedCheckpoint>, AuditError> {
+        let (cp, nodes, seq) = {
+            let st = lock(&self.state);
+            if st.poisoned {
+                return Err(AuditError::Poisoned);
+            }
+            let size = st.edge.size();
+            let last_size = st.last.as_ref().map_or(0, |c| c.checkpoint.size);
+            if size == 0 || size == last_size {
+                return Ok(None);
+            }
+            // Checkpoint times never go backwards, even if the wall clock does.
+            let floor = st.last.as_ref().map_or(0, |c| c.checkpoint.time_ms);
+            let cp = Checkpoint {
+                origin: self.config.origin.clone(),
+                size,
+                root: st.edge.root(),
+                time_ms: now_ms.max(floor),
+            };
+            (cp, st.mem.clone(), st.next_seq)
+        };
+        let signed = cp.sign(&lock(&self.signer));
+        let mut batch = Batch::new();
+        for (&(l, i), h) in &nodes {
+            batch.put(trees::NODES, node_key(l, i).to_vec(), h.to_vec());
+        }
+        batch.put(
+            trees::META,
+            META_NODES_SIZE.to_vec(),
+            u64_key(cp.size).to_vec(),
+        );
+        batch.put(
+            trees::CHECKPOINTS,
+            u64_key(seq).to_vec(),
+            signed.text.clone().into_bytes(),
+        );
+        self.store.commit(batch)?;
+        {
+            let mut st = lock(&self.state);
+            for k in nodes.keys() {
+                st.mem.remove(k);
+            }
+            st.next_seq = seq + 1;
+            st.last = Some(signed.clone());
+        }
+        if let Some(dir) = &self.config.export_dir {
+            crate::export::export_checkpoint(dir, &signed)?;
+        }
+        Ok(Some(signed))
+    }
+
+    /// Rotate the checkpoint key: checkpoint with the old key, append a [`Event::KeyRotation`] leaf signed
+    /// by the old key (and the key-chain entry, same batch), checkpoint that with the old key, then sign
+    /// with `new_key` from the next checkpoint on. Returns the handover checkpoint.
+    pub fn rotate_key(
+        &self,
+        new_key: SigningKey,
+        now_ms: u64,
+    ) -> Result<SignedCheckpoint, AuditError> {
+        // Held throughout, so the handover is the first checkpoint containing the rotation leaf.
+        let _one_at_a_time = lock(&self.checkpointing);
+        self.checkpoint_locked(now_ms)?;
+        let new_pub = new_key.verifying_key();
+        let sig =
+            lock(&self.signer).sign(&rotation_message(&self.config.origin, new_pub.as_bytes()));
+        let seq = lock(&self.state).keys.len() as u64;
+        let mut batch = Batch::new();
+        batch.put(
+            trees::META,
+            meta_key_entry(seq),
+            new_pub.as_bytes().to_vec(),
+        );
+        let ev = LeafEvent::new(
+            now_ms,
+            Event::KeyRotation {
+                new_key: B64.encode(new_pub.as_bytes()),
+                signature: B64.encode(sig.to_bytes()),
+            },
+            Outcome::Success,
+        );
+        self.submit(batch, vec![ev])?.wait()?;
+        let handover = self
+            .checkpoint_locked(now_ms)?
+            .ok_or_else(|| AuditError::Checkpoint("no handover checkpoint".into()))?;
+        *lock(&self.signer) = new_key;
+        lock(&self.state).keys.push(new_pub);
+        Ok(handover)
+    }
+
+    /// Proof document for `message_id` against the latest checkpoint (see [`crate::ops::prove_store`]).
+    pub fn prove(&self, message_id: &str) -> Result<crate::ops::ProofDocument, AuditError> {
+        crate::ops::prove_store(&self.store, message_id)
+    }
+
+    /// The signer's key hash under this log's origin (for matching signature lines).
+    pub fn key_hash(&self) -> [u8; 4] {
+        key_hash(&self.config.origin, &self.public_key())
+    }
+}

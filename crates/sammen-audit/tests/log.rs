@@ -1,0 +1,587 @@
+//! The durable log on real stores: staging with a state change, checkpoints, proofs, search, rotation,
+//! rollback detection, tamper detection by `verify`, and no personal data anywhere.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use sammen_audit::ops::{
+    check_consistency, check_proof, consistency_store, prove_store, search_store, verify_store,
+};
+use sammen_audit::store::trees;
+use sammen_audit::{
+    AuditConfig, AuditError, AuditLog, Event, Finding, LeafEvent, Outcome, PatientKey, Search,
+    SignedCheckpoint, SigningKey,
+};
+use sammen_model::{AckCode, Family, Party, PatientId};
+use sammen_store::{Batch, FjallStore, SledStore, Store};
+
+const CPR: &str = "2512489996";
+const NAME: &str = "Bent Testpatient";
+const ORIGIN: &str = "sammen.test/audit";
+const SENDER: &str = "5790001348120";
+const RECEIVER: &str = "5790000209354";
+
+fn config(export: &Path) -> AuditConfig {
+    AuditConfig {
+        origin: ORIGIN.into(),
+        checkpoint_every: 8,
+        checkpoint_interval_ms: 60_000,
+        export_dir: Some(export.to_path_buf()),
+        patient_key: PatientKey::new(b"0123456789abcdef0123456789abcdef").unwrap(),
+    }
+}
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn msg_id(i: u64) -> String {
+    format!("a5e5b880-c087-4055-b9ec-{i:012}")
+}
+
+fn event(i: u64, ev: Event) -> LeafEvent {
+    let mut e = LeafEvent::new(1_700_000_000_000 + i * 1000, ev, Outcome::Success);
+    e.message_id = Some(msg_id(i));
+    e.bundle_id = Some(format!("b-{i}"));
+    e.family = Some(Family::HospitalNotification);
+    e.event_code = Some("admit-inpatient".into());
+    e.sender = Some(Party {
+        gln: Some(SENDER.into()),
+        sor: Some("265161000016000".into()),
+    });
+    e.receiver = Some(Party {
+        gln: Some(RECEIVER.into()),
+        sor: None,
+    });
+    e.payload_sha256 = Some([i as u8; 32]);
+    e.patient = Some(PatientId::new("urn:oid:1.2.208.176.1.2", CPR));
+    e
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    store: PathBuf,
+    export: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("data");
+    let export = sammen_audit::export::default_export_dir(&store);
+    Dirs {
+        _tmp: tmp,
+        store,
+        export,
+    }
+}
+
+/// Write `messages` messages, each: accepted (with its payload, same batch), published, acknowledged.
+fn write_log<S: Store>(log: &AuditLog<S>, messages: u64) {
+    for i in 0..messages {
+        let mut batch = Batch::new();
+        batch.put(
+            trees::META,
+            format!("payload-{i}").into_bytes(),
+            vec![0u8; 16],
+        );
+        log.submit(batch, vec![event(i, Event::Accepted)])
+            .unwrap()
+            .wait()
+            .unwrap();
+        let mut batch = Batch::new();
+        let staged = log.stage(&mut batch, event(i, Event::Published)).unwrap();
+        log.store().commit(batch).unwrap();
+        log.committed(staged).unwrap();
+        log.submit(
+            Batch::new(),
+            vec![event(i, Event::Acknowledged { code: AckCode::Ok })],
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+        log.maybe_checkpoint(1_700_000_000_000 + i * 1000).unwrap();
+    }
+    log.checkpoint_at(1_800_000_000_000).unwrap();
+}
+
+fn fresh_fjall(d: &Dirs, messages: u64) {
+    let store = FjallStore::open(&d.store, &trees::ALL).unwrap();
+    let log = AuditLog::open(store, config(&d.export), key(1)).unwrap();
+    write_log(&log, messages);
+}
+
+fn reopen(d: &Dirs) -> FjallStore {
+    FjallStore::open(&d.store, &trees::ALL).unwrap()
+}
+
+fn exported(d: &Dirs) -> Option<SignedCheckpoint> {
+    sammen_audit::export::read_exported(&d.export).unwrap()
+}
+
+#[test]
+fn end_to_end_on_fjall_proofs_search_and_no_personal_data() {
+    let d = dirs();
+    fresh_fjall(&d, 10);
+    let store = reopen(&d);
+    let report = verify_store(&store, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+    assert_eq!(report.leaves, 31);
+    assert!(report.checkpoints >= 4, "{report:?}");
+
+    let doc = prove_store(&store, &msg_id(3)).unwrap();
+    assert_eq!(doc.entries.len(), 3);
+    let json = serde_json::to_string_pretty(&doc).unwrap();
+    let back: sammen_audit::ProofDocument = serde_json::from_str(&json).unwrap();
+    let leaves = check_proof(&back, &key(1).verifying_key()).unwrap();
+    assert_eq!(leaves[2].1.event, Event::Acknowledged { code: AckCode::Ok });
+    assert!(check_proof(&back, &key(2).verifying_key()).is_err());
+    let mut forged = back.clone();
+    forged.entries[0].leaf = forged.entries[0].leaf.replace("accepted", "rejected");
+    assert!(check_proof(&forged, &key(1).verifying_key()).is_err());
+    let mut moved = back.clone();
+    moved.entries[0].index += 1;
+    assert!(check_proof(&moved, &key(1).verifying_key()).is_err());
+
+    let first = SignedCheckpoint::parse(
+        &String::from_utf8(
+            store
+                .get(trees::CHECKPOINTS, &0u64.to_be_bytes())
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let c = consistency_store(&store, &first).unwrap();
+    check_consistency(&c, &[key(1).verifying_key()]).unwrap();
+
+    let by_gln = search_store(&store, &Search::Gln(RECEIVER.into())).unwrap();
+    assert_eq!(by_gln.len(), 30);
+    let by_cpr = search_store(
+        &store,
+        &Search::Cpr {
+            cpr: CPR.into(),
+            key: config(&d.export).patient_key,
+        },
+    )
+    .unwrap();
+    assert_eq!(by_cpr.len(), 30);
+    let wrong_key = search_store(
+        &store,
+        &Search::Cpr {
+            cpr: CPR.into(),
+            key: PatientKey::new(b"another key of 16+ bytes").unwrap(),
+        },
+    )
+    .unwrap();
+    assert!(wrong_key.is_empty());
+    let by_time = search_store(
+        &store,
+        &Search::TimeRange {
+            from_ms: 1_700_000_002_000,
+            to_ms: 1_700_000_004_000,
+        },
+    )
+    .unwrap();
+    assert_eq!(by_time.len(), 6);
+    assert_eq!(
+        search_store(&store, &Search::MessageId(msg_id(9)))
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // No personal data: neither through the store API nor in any file byte.
+    for tree in trees::ALL {
+        for (k, v) in store.range(tree, &[], None, usize::MAX).unwrap() {
+            for bytes in [&k, &v] {
+                let text = String::from_utf8_lossy(bytes);
+                assert!(
+                    !text.contains(CPR) && !text.contains("251248-9996") && !text.contains(NAME),
+                    "{tree}"
+                );
+            }
+        }
+    }
+    drop(store);
+    assert_no_personal_data_in_files(d._tmp.path());
+    assert!(!json.contains(CPR));
+}
+
+fn assert_no_personal_data_in_files(root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            for needle in [CPR.as_bytes(), NAME.as_bytes()] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "personal data in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn data_dir_functions_on_sled() {
+    let d = dirs();
+    let keys = sammen_audit::keygen(&d._tmp.path().join("keys")).unwrap();
+    let signer = sammen_audit::keys::load_signing_key(&keys.private_key).unwrap();
+    assert!(
+        sammen_audit::keygen(&d._tmp.path().join("keys")).is_err(),
+        "no overwrite"
+    );
+    {
+        let store = SledStore::open(&d.store, &trees::ALL).unwrap();
+        let log = AuditLog::open(store, config(&d.export), signer).unwrap();
+        write_log(&log, 3);
+    }
+    let r = sammen_audit::verify(&d.store, &keys.public_key).unwrap();
+    assert_eq!(r.keys, vec![keys.fingerprint.clone()]);
+    let doc = sammen_audit::prove(&d.store, &msg_id(1)).unwrap();
+    let pk = sammen_audit::keys::load_public_key(&keys.public_key).unwrap();
+    assert_eq!(check_proof(&doc, &pk).unwrap().len(), 3);
+    assert_eq!(
+        sammen_audit::search(&d.store, &Search::Gln(SENDER.into()))
+            .unwrap()
+            .len(),
+        9
+    );
+    let old = d._tmp.path().join("old-checkpoint");
+    std::fs::copy(d.export.join("checkpoint"), &old).unwrap();
+    sammen_audit::consistency(&d.store, &old).unwrap();
+    assert!(sammen_audit::verify(&d._tmp.path().join("nope"), &keys.public_key).is_err());
+}
+
+fn finding(r: Result<sammen_audit::VerifyReport, AuditError>) -> Finding {
+    match r {
+        Err(AuditError::Tampered(f)) => f,
+        other => panic!("expected tampering, got {other:?}"),
+    }
+}
+
+fn verify_now(d: &Dirs) -> Result<sammen_audit::VerifyReport, AuditError> {
+    let store = reopen(d);
+    verify_store(&store, &key(1).verifying_key(), exported(d).as_ref())
+}
+
+fn leaf_bytes(store: &FjallStore, i: u64) -> Vec<u8> {
+    store.get(trees::LEAVES, &i.to_be_bytes()).unwrap().unwrap()
+}
+
+fn put(store: &FjallStore, tree: &'static str, k: Vec<u8>, v: Vec<u8>) {
+    let mut b = Batch::new();
+    b.put(tree, k, v);
+    store.commit(b).unwrap();
+}
+
+fn del(store: &FjallStore, tree: &'static str, k: Vec<u8>) {
+    let mut b = Batch::new();
+    b.delete(tree, k);
+    store.commit(b).unwrap();
+}
+
+#[test]
+fn verify_names_each_tampering() {
+    // flipped byte in a stored leaf
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    verify_now(&d).unwrap();
+    {
+        let s = reopen(&d);
+        let mut v = leaf_bytes(&s, 5);
+        let pos = v.iter().position(|b| *b == b'5').unwrap();
+        v[pos] = b'6';
+        put(&s, trees::LEAVES, 5u64.to_be_bytes().to_vec(), v);
+    }
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadLeaf { index: 5, .. }
+    ));
+
+    // deleted middle entry
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    del(&reopen(&d), trees::LEAVES, 7u64.to_be_bytes().to_vec());
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadLeaf { index: 7, .. }
+    ));
+
+    // truncated log
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    {
+        let s = reopen(&d);
+        for i in 12..19u64 {
+            del(&s, trees::LEAVES, i.to_be_bytes().to_vec());
+        }
+    }
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadLeaf { index: 12, .. }
+    ));
+
+    // reordered entries
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    {
+        let s = reopen(&d);
+        let (a, b) = (leaf_bytes(&s, 3), leaf_bytes(&s, 4));
+        let mut batch = Batch::new();
+        batch.put(trees::LEAVES, 3u64.to_be_bytes().to_vec(), b);
+        batch.put(trees::LEAVES, 4u64.to_be_bytes().to_vec(), a);
+        s.commit(batch).unwrap();
+    }
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadLeaf { index: 3, .. }
+    ));
+
+    // replayed old checkpoint: checkpoint 0's note stored again as the newest
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    {
+        let s = reopen(&d);
+        let (k, _) = s.last(trees::CHECKPOINTS).unwrap().unwrap();
+        let old = s
+            .get(trees::CHECKPOINTS, &0u64.to_be_bytes())
+            .unwrap()
+            .unwrap();
+        put(&s, trees::CHECKPOINTS, k, old);
+    }
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadCheckpoint { problem, .. } if problem.contains("does not grow")
+    ));
+
+    // checkpoint signed by another key
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    {
+        let s = reopen(&d);
+        let (k, v) = s.last(trees::CHECKPOINTS).unwrap().unwrap();
+        let cp = SignedCheckpoint::parse(&String::from_utf8(v).unwrap()).unwrap();
+        let forged = cp.checkpoint.sign(&key(9));
+        put(&s, trees::CHECKPOINTS, k, forged.text.into_bytes());
+    }
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadCheckpoint { problem, .. } if problem.contains("signed")
+    ));
+
+    // a stored interior node changed
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    put(
+        &reopen(&d),
+        trees::NODES,
+        [&[2u8][..], &1u64.to_be_bytes()].concat(),
+        vec![0; 32],
+    );
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadNode { level: 2, index: 1 }
+    ));
+
+    // the whole log under another key: the trusted key is not in the chain
+    let d = dirs();
+    fresh_fjall(&d, 2);
+    let s = reopen(&d);
+    assert_eq!(
+        finding(verify_store(&s, &key(9).verifying_key(), None)),
+        Finding::UntrustedKey
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+#[test]
+fn open_refuses_rollback_and_fork() {
+    let d = dirs();
+    fresh_fjall(&d, 3);
+    let snapshot = d._tmp.path().join("snapshot");
+    copy_dir(&d.store, &snapshot);
+    {
+        let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+        write_log(&log, 3);
+    }
+    // Restore the old copy of the data dir: shorter than the exported checkpoint.
+    std::fs::remove_dir_all(&d.store).unwrap();
+    copy_dir(&snapshot, &d.store);
+    let err = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AuditError::Rollback {
+                source_name: "exported",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Grow the old copy differently (export disabled) past the exported size: a fork.
+    {
+        let mut cfg = config(&d.export);
+        cfg.export_dir = None;
+        let log = AuditLog::open(reopen(&d), cfg, key(1)).unwrap();
+        for i in 100..120 {
+            log.submit(Batch::new(), vec![event(i, Event::Received)])
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+        log.checkpoint_now().unwrap();
+    }
+    let err = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap_err();
+    assert!(matches!(err, AuditError::Inconsistent { .. }), "{err:?}");
+    // verify also flags the exported checkpoint.
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadExportedCheckpoint { .. }
+    ));
+}
+
+#[test]
+fn open_refuses_gap_and_wrong_key() {
+    let d = dirs();
+    fresh_fjall(&d, 3);
+    {
+        let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+        log.submit(Batch::new(), vec![event(50, Event::Received)])
+            .unwrap()
+            .wait()
+            .unwrap();
+        log.submit(Batch::new(), vec![event(51, Event::Received)])
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let err = AuditLog::open(reopen(&d), config(&d.export), key(2)).unwrap_err();
+    assert!(matches!(err, AuditError::WrongSigningKey { .. }), "{err:?}");
+    del(&reopen(&d), trees::LEAVES, 10u64.to_be_bytes().to_vec());
+    let err = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap_err();
+    assert!(matches!(err, AuditError::Gap(10)), "{err:?}");
+}
+
+#[test]
+fn key_rotation_is_a_leaf_and_verify_follows_the_chain() {
+    let d = dirs();
+    {
+        let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+        write_log(&log, 2);
+        let handover = log.rotate_key(key(2), 1_800_000_000_001).unwrap();
+        handover.verify(&key(1).verifying_key()).unwrap();
+        write_log(&log, 2);
+        let latest = log.latest_checkpoint().unwrap();
+        latest.verify(&key(2).verifying_key()).unwrap();
+    }
+    let s = reopen(&d);
+    let r = verify_store(&s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+    assert_eq!(r.keys.len(), 2);
+    verify_store(&s, &key(2).verifying_key(), None).unwrap();
+    drop(s);
+    // Reopening needs the new key now.
+    assert!(AuditLog::open(reopen(&d), config(&d.export), key(1)).is_err());
+    drop(AuditLog::open(reopen(&d), config(&d.export), key(2)).unwrap());
+    // A checkpoint after the handover signed by the old key is refused.
+    let s = reopen(&d);
+    let (k, v) = s.last(trees::CHECKPOINTS).unwrap().unwrap();
+    let cp = SignedCheckpoint::parse(&String::from_utf8(v).unwrap()).unwrap();
+    put(
+        &s,
+        trees::CHECKPOINTS,
+        k,
+        cp.checkpoint.sign(&key(1)).text.into_bytes(),
+    );
+    assert!(matches!(
+        finding(verify_store(&s, &key(1).verifying_key(), None)),
+        Finding::BadCheckpoint { .. }
+    ));
+}
+
+/// A store whose next `submit` fails, to drive the failed-batch path.
+struct Flaky {
+    inner: FjallStore,
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+impl Store for Flaky {
+    fn backend_name(&self) -> &'static str {
+        "flaky"
+    }
+    fn get(&self, t: &str, k: &[u8]) -> Result<Option<Vec<u8>>, sammen_store::StoreError> {
+        self.inner.get(t, k)
+    }
+    fn range(
+        &self,
+        t: &str,
+        f: &[u8],
+        to: Option<&[u8]>,
+        l: usize,
+    ) -> Result<Vec<sammen_store::KeyValue>, sammen_store::StoreError> {
+        self.inner.range(t, f, to, l)
+    }
+    fn last(&self, t: &str) -> Result<Option<sammen_store::KeyValue>, sammen_store::StoreError> {
+        self.inner.last(t)
+    }
+    fn submit(&self, b: Batch) -> Result<sammen_store::Ticket, sammen_store::StoreError> {
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(sammen_store::StoreError::DiskFull("test".into()));
+        }
+        self.inner.submit(b)
+    }
+}
+
+#[test]
+fn failed_batch_becomes_a_lost_write_leaf_and_the_log_stays_contiguous() {
+    let d = dirs();
+    let flaky = Flaky {
+        inner: reopen(&d),
+        fail_next: false.into(),
+    };
+    let log = AuditLog::open(flaky, config(&d.export), key(1)).unwrap();
+    log.store()
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut change = Batch::new();
+    change.put(trees::META, b"state-change".to_vec(), b"x".to_vec());
+    assert!(log.submit(change, vec![event(1, Event::Accepted)]).is_err());
+    assert_eq!(log.store().get(trees::META, b"state-change").unwrap(), None);
+    log.submit(Batch::new(), vec![event(2, Event::Accepted)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(log.size(), 3);
+    log.checkpoint_now().unwrap();
+    drop(log);
+    let s = reopen(&d);
+    let lost = search_store(
+        &s,
+        &Search::TimeRange {
+            from_ms: 0,
+            to_ms: u64::MAX,
+        },
+    )
+    .unwrap();
+    assert_eq!(lost[1].1.event, Event::LostWrite);
+    verify_store(&s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+}
