@@ -1,6 +1,10 @@
 //! `sammen`: the broker's command line. It only wires crates together; every rule lives in a crate.
 #![forbid(unsafe_code)]
 
+mod config_cmd;
+mod serve;
+mod serve_fmt;
+mod status;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +41,94 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run the broker: HTTP ingress, durable outbox, relay and bus. Stops on SIGTERM or ctrl-c.
+    Serve {
+        #[command(flatten)]
+        cfg: CfgArgs,
+    },
+    /// Show the state and timeline of a message (by message id) from the data dir.
+    Status {
+        /// Message id (MessageHeader id / letter id).
+        id: String,
+        #[command(flatten)]
+        cfg: CfgArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a configuration file. Exit 0 valid, 1 invalid (each problem printed with its key).
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+/// Config file and the flags that override it.
+#[derive(clap::Args)]
+struct CfgArgs {
+    /// TOML config file (deploy/sammen.example.toml documents it). Without it: defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override http.listen (loopback only without TLS).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Use RabbitMQ at this URL (sets bus.kind = "amqp").
+    #[arg(long)]
+    amqp_url: Option<String>,
+}
+
+impl CfgArgs {
+    fn resolve(&self) -> Option<sammen_config::Config> {
+        let o = sammen_config::Overrides {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            amqp_url: self.amqp_url.clone(),
+        };
+        match config_cmd::resolve(self.config.as_deref(), &o) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                config_cmd::report(self.config.as_deref(), &e);
+                None
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SAMMEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn serve(cfg: &CfgArgs) -> ExitCode {
+    let Some(cfg) = cfg.resolve() else {
+        return ExitCode::from(2);
+    };
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sammen: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(serve::serve(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sammen serve: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -59,5 +151,17 @@ fn main() -> ExitCode {
             paths,
         } => validate::run(&paths, format, max_bytes),
         Command::Conformance { dir, quiet } => validate::conformance(&dir, quiet),
+        Command::Serve { cfg } => serve(&cfg),
+        Command::Status { id, cfg, json } => match cfg.resolve() {
+            None => ExitCode::from(2),
+            Some(c) => match status::run(&c, &id, json) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("sammen status: {e:#}");
+                    ExitCode::from(2)
+                }
+            },
+        },
+        Command::CheckConfig { file } => config_cmd::check(&file),
     }
 }

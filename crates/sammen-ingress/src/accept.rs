@@ -1,0 +1,257 @@
+//! `POST /v1/messages`.
+
+use crate::answer::{self, Accepted, UNKNOWN_RECEIVER};
+use crate::state::Ingress;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::{BodyExt, Limited};
+use sammen_model::{Issue, Report};
+use sammen_outbox::{AcceptOutcome, AcceptRequest, MessageMeta, OutboxError};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tracing::{debug, info, warn};
+
+const MEDIA_TYPES: [&str; 3] = ["application/fhir+xml", "application/xml", "text/xml"];
+
+fn media_type_ok(headers: &HeaderMap) -> bool {
+    let Some(v) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or_default().trim();
+    MEDIA_TYPES.iter().any(|m| m.eq_ignore_ascii_case(essence))
+}
+
+/// Read at most `limit` bytes; `None` when the body is larger (or broke off).
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(answer::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body exceeds {limit} bytes"),
+        )),
+        Err(_) => Err(answer::error(
+            StatusCode::BAD_REQUEST,
+            "body-read",
+            "the request body could not be read to its end",
+        )),
+    }
+}
+
+fn event_ok(e: &str) -> bool {
+    !e.is_empty()
+        && e.len() <= 64
+        && e.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Build the outbox request from a valid report, or the report to refuse it with (422).
+fn to_request(
+    ing: &Ingress,
+    mut report: Report,
+    bytes: Vec<u8>,
+) -> Result<AcceptRequest, Box<Report>> {
+    let refuse = |mut report: Report, code: &str, location: &str, text: &str| {
+        report.push(Issue::error(code, location, text));
+        Err(Box::new(report))
+    };
+    let Some(family) = report.family else {
+        return refuse(
+            report,
+            "ingress.family-unsupported",
+            "document",
+            "the message family is not one the broker forwards (envelope receipts are answered, not forwarded)",
+        );
+    };
+    let (Some(message_id), Some(envelope_id)) =
+        (report.message_id.clone(), report.envelope_id.clone())
+    else {
+        return refuse(
+            report,
+            "ingress.identifiers-missing",
+            "document",
+            "a message id and an envelope id are required",
+        );
+    };
+    let Some(gln) = ing.receivers.route(&report.receiver) else {
+        return refuse(
+            report,
+            UNKNOWN_RECEIVER,
+            "receiver",
+            "the receiver is not served by this broker",
+        );
+    };
+    if report.sender.gln.is_none() {
+        return refuse(
+            report,
+            "ingress.sender-gln-missing",
+            "sender",
+            "the sender must be identified by GLN",
+        );
+    }
+    let event = report
+        .event
+        .clone()
+        .unwrap_or_else(|| "message".to_string());
+    if !event_ok(&event) {
+        return refuse(
+            report,
+            "ingress.event-unroutable",
+            "event",
+            "the event code cannot be used in a routing key",
+        );
+    }
+    report.receiver.gln = Some(gln);
+    Ok(AcceptRequest {
+        bytes,
+        meta: MessageMeta {
+            message_id,
+            envelope_id,
+            family,
+            event,
+            sender: report.sender,
+            receiver: report.receiver,
+            received: SystemTime::now(),
+        },
+    })
+}
+
+/// `POST /v1/messages`.
+pub(crate) async fn post_message(
+    State(ing): State<Arc<Ingress>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !media_type_ok(&headers) {
+        return answer::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Content-Type must be application/fhir+xml, application/xml or text/xml",
+        );
+    }
+    let limit = ing.cfg.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return answer::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body exceeds {limit} bytes"),
+        );
+    }
+    let depth = ing.outbox.depth();
+    if depth > ing.cfg.max_depth {
+        return answer::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backpressure",
+            format!(
+                "{depth} messages wait to be published (limit {}); retry later",
+                ing.cfg.max_depth
+            ),
+            ing.cfg.retry_after_secs,
+        );
+    }
+    let bytes = match read_limited(body, limit).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+
+    let opts = ing.cfg.validate.clone();
+    let report = if bytes.len() >= ing.cfg.blocking_validate_bytes {
+        let b = bytes.clone();
+        match tokio::task::spawn_blocking(move || sammen_adapters::validate(&b, &opts)).await {
+            Ok(r) => r,
+            Err(_) => {
+                return answer::error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation-aborted",
+                    "the validator could not finish this message",
+                )
+            }
+        }
+    } else {
+        sammen_adapters::validate(&bytes, &opts)
+    };
+    if !report.is_valid() {
+        debug!(family = ?report.family, errors = report.errors().count(), "refused: invalid");
+        return answer::invalid(&report);
+    }
+    let req = match to_request(&ing, report, bytes.to_vec()) {
+        Ok(r) => r,
+        Err(report) => return answer::invalid(&report),
+    };
+    let message_id = req.meta.message_id.clone();
+    let family = req.meta.family;
+    let ob = ing.outbox.clone();
+    let outcome = match tokio::task::spawn_blocking(move || ob.accept(req)).await {
+        Ok(r) => r,
+        Err(_) => Err(OutboxError::Corrupt("accept task aborted".into())),
+    };
+    match outcome {
+        Ok(AcceptOutcome::Accepted { id }) | Ok(AcceptOutcome::Resend { id, .. }) => {
+            let resend = matches!(outcome, Ok(AcceptOutcome::Resend { .. }));
+            ing.wake.notify_one();
+            info!(record = %id, family = %family, resend, "accepted");
+            (
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    message_id,
+                    status: "accepted".into(),
+                    resend,
+                }),
+            )
+                .into_response()
+        }
+        Ok(AcceptOutcome::Duplicate { id }) => {
+            debug!(record = %id, "duplicate");
+            (
+                StatusCode::OK,
+                Json(Accepted {
+                    message_id,
+                    status: "duplicate".into(),
+                    resend: false,
+                }),
+            )
+                .into_response()
+        }
+        Ok(AcceptOutcome::Conflict { existing }) => {
+            debug!(record = %existing, "conflict");
+            answer::error(
+                StatusCode::CONFLICT,
+                "conflict",
+                "this envelope (Bundle) id was already used by this sender for another message id",
+            )
+        }
+        Err(OutboxError::InvalidRequest(why)) => {
+            let mut r = Report::default();
+            r.push(Issue::error("ingress.identifier-size", "document", why));
+            answer::invalid(&r)
+        }
+        Err(e) if e.is_disk_full() => {
+            warn!("accept refused: disk full");
+            answer::retry_later(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk-full",
+                "the broker's disk is full; nothing was stored; retry later".into(),
+                ing.cfg.retry_after_secs,
+            )
+        }
+        Err(e) => {
+            warn!(error = %e, "accept failed");
+            answer::retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "the outbox could not store the message; nothing was promised; retry later".into(),
+                ing.cfg.retry_after_secs,
+            )
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! # sammen-ingress: the HTTP door of the broker
+//!
+//! Why it exists: a hospital system posting an admission alert needs one unambiguous answer — "we have it
+//! and will deliver it" (202), "it is wrong, here is why" (4xx with the validation report), or "not now,
+//! retry" (503/507). This crate turns a POST into exactly one of those, with the validator
+//! (`sammen-adapters`) at the door and the durable outbox behind it.
+//!
+//! Invariants kept here:
+//! - 202 is sent only after `Outbox::accept` returned, i.e. the message is fdatasync'd in the outbox.
+//! - Bad input never yields a 500: every refusal is a 4xx with a machine-readable body; store trouble is
+//!   503 (or 507 for a full disk) with a reason.
+//! - The body is never buffered beyond `max_body` bytes: the limit is enforced while reading (413).
+//! - No response body and no log line carries personal data or message content: refusals carry the
+//!   validation [`Report`](sammen_model::Report) (whose issues never echo values; the patient id is never
+//!   serialised), status carries ids, states and times only.
+//! - Validation and the outbox's fsync wait run off the async workers (blocking pool) when they can take
+//!   long.
+//!
+//! Routes: `POST /v1/messages`, `GET /v1/messages/{id}`, `GET /healthz`, `GET /readyz` ([`router`]).
+#![forbid(unsafe_code)]
+
+mod accept;
+mod answer;
+mod receivers;
+mod state;
+mod status;
+
+pub use answer::{Accepted, ErrorBody, UNKNOWN_RECEIVER};
+pub use receivers::Receivers;
+pub use state::{Ingress, IngressConfig, SharedOutbox};
+pub use status::{status_view, RecordView, StatusView, StepView};
+
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+/// The ingress routes over `state`.
+pub fn router(state: Arc<Ingress>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(accept::post_message))
+        .route("/v1/messages/{id}", get(status::get_message))
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .with_state(state)
+}

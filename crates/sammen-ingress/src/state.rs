@@ -1,0 +1,73 @@
+//! Shared state of the ingress.
+
+use crate::receivers::Receivers;
+use sammen_adapters::Options;
+use sammen_bus::Bus;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// The outbox, backend chosen at run time.
+pub type SharedOutbox = Arc<sammen_outbox::Outbox<Arc<dyn sammen_store::Store>>>;
+
+/// Limits of the ingress.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// Largest body (413 above, enforced while reading).
+    pub max_body: usize,
+    /// Outbox depth (rows waiting to be published) above which POST answers 503.
+    pub max_depth: u64,
+    /// Retry-After seconds on 503.
+    pub retry_after_secs: u32,
+    /// Bodies at least this large are validated on the blocking pool.
+    pub blocking_validate_bytes: usize,
+    /// Validator options.
+    pub validate: Options,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            max_body: 10 * 1024 * 1024,
+            max_depth: 100_000,
+            retry_after_secs: 5,
+            blocking_validate_bytes: 64 * 1024,
+            validate: Options::default(),
+        }
+    }
+}
+
+/// Everything a handler needs.
+pub struct Ingress {
+    pub(crate) outbox: SharedOutbox,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) receivers: Receivers,
+    pub(crate) cfg: IngressConfig,
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Ingress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingress").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Ingress {
+    /// State over an outbox and bus; `wake` is notified after every accept (the relay's waker).
+    pub fn new(
+        outbox: SharedOutbox,
+        bus: Arc<dyn Bus>,
+        receivers: Receivers,
+        mut cfg: IngressConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        // The validator's own size limit must not be smaller than the body limit we enforce.
+        cfg.validate.limits.max_bytes = cfg.validate.limits.max_bytes.max(cfg.max_body);
+        Ingress {
+            outbox,
+            bus,
+            receivers,
+            cfg,
+            wake,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Delivery receipts: `published` → `delivered`.
+//!
+//! The reference subscriber publishes a [`DeliveryReceipt`] once a message is durable on its side (wire
+//! format in `sammen_bus::receipts`). [`apply`] moves the matching rows to `delivered`; with RabbitMQ,
+//! [`run_amqp_receipts`] consumes the receipts queue with its own reconnect loop (no lapin recovery).
+
+use crate::{blocking, RelayError, SharedOutbox};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Connection, ConnectionProperties};
+use sammen_backoff::ExponentialBackoff;
+use sammen_bus::receipts::{receipts_queue, receipts_queue_arguments, DeliveryReceipt};
+use sammen_bus::Topology;
+use sammen_outbox::{OutboxError, State};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Apply one receipt: every row with its message id, receiver GLN and sha256 that is `accepted` or
+/// `published` becomes `delivered`. Idempotent; returns how many rows changed.
+pub async fn apply(outbox: &SharedOutbox, r: &DeliveryReceipt) -> Result<usize, RelayError> {
+    let ob = outbox.clone();
+    let r = r.clone();
+    blocking(move || {
+        let mut n = 0;
+        for id in ob.find(&r.message_id)? {
+            let Some(s) = ob.status(id)? else { continue };
+            if s.meta.receiver.gln.as_deref() != Some(r.receiver_gln.as_str())
+                || s.sha256 != r.sha256
+            {
+                continue;
+            }
+            let step = |res: Result<_, OutboxError>| match res {
+                Ok(_) | Err(OutboxError::IllegalTransition { .. }) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match s.state {
+                State::Accepted => {
+                    // The receipt overtook the relay's own confirm handling: the broker clearly had it.
+                    step(ob.mark_published(id))?;
+                    step(ob.mark_delivered(id))?;
+                    n += 1;
+                }
+                State::Published => {
+                    step(ob.mark_delivered(id))?;
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(n)
+    })
+    .await
+}
+
+/// Consume the receipts queue of `topology` on RabbitMQ until `shutdown`, reconnecting after any failure.
+pub async fn run_amqp_receipts(
+    outbox: SharedOutbox,
+    url: String,
+    topology: Topology,
+    backoff: ExponentialBackoff,
+    shutdown: CancellationToken,
+) {
+    let queue = receipts_queue(&topology);
+    let mut delays = backoff.stream();
+    loop {
+        match consume(&outbox, &url, &queue, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => warn!(queue = %queue, error = %e, "receipts: consumer failed, reconnecting"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delays.next_delay()) => {}
+        }
+    }
+}
+
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn t<T>(
+    what: &'static str,
+    f: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(OP_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {OP_TIMEOUT:?}")),
+    }
+}
+
+/// One connection's worth of consuming; `Ok` only on shutdown.
+async fn consume(
+    outbox: &SharedOutbox,
+    url: &str,
+    queue: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let conn = t(
+        "connect",
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await?;
+    let r = async {
+        let ch = t("channel", conn.create_channel()).await?;
+        let mut args = FieldTable::default();
+        for (k, v) in receipts_queue_arguments() {
+            args.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+        }
+        t(
+            "queue.declare",
+            ch.queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            ),
+        )
+        .await?;
+        t("basic.qos", ch.basic_qos(256, BasicQosOptions::default())).await?;
+        let mut consumer = t(
+            "basic.consume",
+            ch.basic_consume(
+                queue.into(),
+                ShortString::from("sammen-relay-receipts"),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        info!(queue = %queue, "receipts: consuming");
+        let mut poll = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = poll.tick() => if !conn.status().connected() {
+                    return Err("connection lost".to_string());
+                },
+                d = consumer.next() => {
+                    let d = match d {
+                        Some(Ok(d)) => d,
+                        Some(Err(e)) => return Err(format!("consumer: {e}")),
+                        None => return Err("consumer ended".into()),
+                    };
+                    match DeliveryReceipt::from_json(&d.data) {
+                        Ok(r) => match apply(outbox, &r).await {
+                            Ok(n) => debug!(changed = n, "receipts: applied"),
+                            // Not acked: RabbitMQ redelivers it after we reconnect.
+                            Err(e) => return Err(format!("applying receipt: {e}")),
+                        },
+                        Err(e) => warn!(error = %e, "receipts: dropping undecodable receipt"),
+                    }
+                    t("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
+                }
+            }
+        }
+    }
+    .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        conn.close(200, ShortString::from("sammen relay stopping")),
+    )
+    .await;
+    r
+}

@@ -1,0 +1,176 @@
+//! `sammen serve`: store, outbox, bus, relay and ingress wired together, with graceful shutdown.
+
+use anyhow::{bail, Context, Result};
+use sammen_bus::{AmqpBus, AmqpConfig, Bus, EmbeddedBus, Topology};
+use sammen_bus_store::StoreQueueStore;
+use sammen_config::{BusKind, Config, StoreBackend};
+use sammen_ingress::{Ingress, IngressConfig, Receivers};
+use sammen_outbox::{Outbox, OutboxConfig};
+use sammen_relay::{receipts, run_retention, Relay, RelayConfig, SharedOutbox};
+use sammen_store::{FjallStore, SledStore, Store};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Open the outbox's store (also holding the embedded bus's trees).
+pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
+    let dir = cfg.outbox_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    let mut trees: Vec<&'static str> = sammen_outbox::trees::ALL.to_vec();
+    trees.extend(sammen_bus_store::TREES);
+    let store: Arc<dyn Store> = match cfg.store.backend {
+        StoreBackend::Fjall => Arc::new(
+            FjallStore::open(&dir, &trees)
+                .with_context(|| format!("opening fjall store in {}", dir.display()))?,
+        ),
+        StoreBackend::Sled => Arc::new(
+            SledStore::open(&dir, &trees)
+                .with_context(|| format!("opening sled store in {}", dir.display()))?,
+        ),
+    };
+    Ok(store)
+}
+
+/// The topology named by the config.
+pub fn topology(cfg: &Config) -> Topology {
+    if cfg.bus.namespace.is_empty() {
+        Topology::default()
+    } else {
+        Topology::namespaced(&cfg.bus.namespace)
+    }
+}
+
+/// Run the broker until SIGTERM or ctrl-c.
+pub async fn serve(cfg: Config) -> Result<()> {
+    let store = open_store(&cfg)?;
+    let outbox: SharedOutbox = Arc::new(Outbox::open(
+        store.clone(),
+        OutboxConfig {
+            max_attempts: cfg.limits.max_attempts,
+            ttl: cfg.limits.message_ttl,
+        },
+    )?);
+    let topo = topology(&cfg);
+    let glns: Vec<String> = cfg.receivers.iter().map(|r| r.gln.clone()).collect();
+    let bus: Arc<dyn Bus> = match cfg.bus.kind {
+        BusKind::Embedded => {
+            let qs = StoreQueueStore::new(store.clone()).context("opening embedded bus queues")?;
+            Arc::new(EmbeddedBus::open(topo.clone(), Arc::new(qs))?)
+        }
+        BusKind::Amqp => {
+            let Some(url) = cfg.bus.url.clone() else {
+                bail!("bus.url: required when bus.kind = \"amqp\"");
+            };
+            let mut ac = AmqpConfig::new(url);
+            ac.topology = topo.clone();
+            ac.receivers = glns.clone();
+            ac.window = cfg.limits.in_flight;
+            ac.confirm_timeout = cfg.bus.confirm_timeout;
+            ac.connection_name = "sammen-serve".into();
+            Arc::new(AmqpBus::start(ac))
+        }
+    };
+    let relay = Relay::new(
+        outbox.clone(),
+        bus.clone(),
+        RelayConfig {
+            window: cfg.limits.in_flight,
+            max_returns: cfg.limits.max_returns,
+            receivers: glns,
+            ..RelayConfig::default()
+        },
+    );
+    let receivers = Receivers::new(
+        cfg.receivers
+            .iter()
+            .map(|r| (r.gln.as_str(), r.sor.as_deref())),
+    );
+    let ingress = Arc::new(Ingress::new(
+        outbox.clone(),
+        bus.clone(),
+        receivers,
+        IngressConfig {
+            max_body: cfg.limits.max_message_bytes,
+            max_depth: cfg.limits.outbox_max_depth,
+            retry_after_secs: cfg.limits.retry_after_secs,
+            blocking_validate_bytes: cfg.limits.blocking_validate_bytes,
+            ..IngressConfig::default()
+        },
+        relay.waker(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.http.listen))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let relay_task = tokio::spawn(relay.run(stop.child_token()));
+    let retention_task = tokio::spawn(run_retention(
+        outbox.clone(),
+        cfg.retention.purge_interval,
+        cfg.retention.payload_ttl,
+        cfg.retention.metadata_ttl,
+        stop.child_token(),
+    ));
+    let receipts_task = match (&cfg.bus.kind, &cfg.bus.url) {
+        (BusKind::Amqp, Some(url)) => Some(tokio::spawn(receipts::run_amqp_receipts(
+            outbox.clone(),
+            url.clone(),
+            topo.clone(),
+            sammen_backoff::ExponentialBackoff::default(),
+            stop.child_token(),
+        ))),
+        _ => None,
+    };
+    info!(
+        listen = %addr,
+        bus = bus.status().kind,
+        store = store.backend_name(),
+        data_dir = %cfg.data_dir.display(),
+        receivers = cfg.receivers.len(),
+        depth = outbox.depth(),
+        "sammen serving"
+    );
+    // One machine-readable line on stdout (tests and scripts read the bound port from it).
+    println!("sammen: listening on http://{addr}");
+
+    let app = sammen_ingress::router(ingress);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("http server")?;
+    info!("shutting down: stopping relay");
+    stop.cancel();
+    if let Ok(Err(e)) = relay_task.await {
+        warn!(error = %e, "relay ended with an error");
+    }
+    let _ = retention_task.await;
+    if let Some(t) = receipts_task {
+        let _ = t.await;
+    }
+    bus.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
