@@ -5,6 +5,7 @@ mod config_cmd;
 mod serve;
 mod serve_fmt;
 mod status;
+mod subscribe;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,18 @@ enum Command {
     CheckConfig {
         /// The TOML file.
         file: PathBuf,
+    },
+    /// Reference municipal subscriber: write each message of GLN's inbox to DIR/<message_id>.xml (synced
+    /// before ack), drop duplicates, send delivery receipts. Embedded bus: uses --data-dir while serve is stopped.
+    Subscribe {
+        /// Receiver GLN whose inbox to consume.
+        #[arg(long)]
+        receiver: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        cfg: CfgArgs,
     },
 }
 
@@ -131,6 +144,30 @@ fn serve(cfg: &CfgArgs) -> ExitCode {
     }
 }
 
+fn subscribe(cfg: &CfgArgs, receiver: &str, out: &std::path::Path) -> ExitCode {
+    let Some(cfg) = cfg.resolve() else {
+        return ExitCode::from(2);
+    };
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sammen: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(subscribe::run(cfg, receiver, out)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sammen subscribe: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -163,5 +200,6 @@ fn main() -> ExitCode {
             },
         },
         Command::CheckConfig { file } => config_cmd::check(&file),
+        Command::Subscribe { receiver, out, cfg } => subscribe(&cfg, &receiver, &out),
     }
 }
