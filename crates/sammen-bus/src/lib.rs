@@ -26,14 +26,19 @@
 //! Layout (small units, as in vector's AMQP sink and linkerd2-proxy): [`message`] (what travels),
 //! [`topology`] (names and arguments, also behind `deploy/rabbitmq/definitions.json`), [`bus`] (the
 //! contract), `amqp` (lapin backend: `link` = reconnect supervisor, `publish`, `consume`, `declare`) and
-//! [`embedded`] (in-process backend behind the [`EmbeddedQueueStore`] durability seam).
+//! [`embedded`] (in-process backend behind the [`EmbeddedQueueStore`] durability seam), [`receipts`] (the
+//! subscriber's delivery receipts for the relay) and, with the `contract-tests` feature, `contract` (the
+//! shared contract suite, reusable by other crates' bus and store implementations).
 #![forbid(unsafe_code)]
 
 mod amqp;
 pub mod bus;
+#[cfg(feature = "contract-tests")]
+pub mod contract;
 pub mod embedded;
 pub mod error;
 pub mod message;
+pub mod receipts;
 pub mod topology;
 
 pub use amqp::{AmqpBus, AmqpConfig};

@@ -99,6 +99,16 @@ impl Deref for Fixture {
     }
 }
 
+#[async_trait::async_trait]
+impl sammen_bus::contract::Harness for Fixture {
+    fn is_amqp(&self) -> bool {
+        self.amqp
+    }
+    async fn ensure(&self, gln: &str) {
+        Fixture::ensure(self, gln).await;
+    }
+}
+
 impl Fixture {
     pub async fn ensure(&self, gln: &str) {
         self.receivers.lock().unwrap().push(gln.to_string());
