@@ -57,8 +57,10 @@ pub enum Event {
     Overdue,
     /// Given up (dead letter).
     Dead,
-    /// Payload or record removed by retention.
+    /// The record (metadata, and its payload if still kept) removed by retention.
     Purged,
+    /// Only the payload removed by retention; the record's metadata is kept.
+    PayloadPurged,
     /// A resend of an earlier message (same message id, new Bundle id).
     Resend,
     /// A duplicate (same message id and Bundle id); nothing stored.
@@ -102,6 +104,7 @@ impl Event {
             Event::Overdue => "overdue",
             Event::Dead => "dead",
             Event::Purged => "purged",
+            Event::PayloadPurged => "payload-purged",
             Event::Resend => "resend",
             Event::Duplicate => "duplicate",
             Event::CertificateRefused => "certificate-refused",
@@ -250,6 +253,9 @@ pub struct LeafEvent {
     pub outcome: Outcome,
     /// The patient, hashed with the log's [`PatientKey`]; never stored as is.
     pub patient: Option<PatientId>,
+    /// An already computed pseudonym ([`PatientKey::pseudonym`]), for events after the one that saw the
+    /// patient id (the outbox keeps only this). Used when `patient` is `None`.
+    pub patient_pseudonym: Option<String>,
 }
 
 impl LeafEvent {
@@ -268,6 +274,7 @@ impl LeafEvent {
             payload_sha256: None,
             outcome,
             patient: None,
+            patient_pseudonym: None,
         }
     }
 
@@ -286,7 +293,10 @@ impl LeafEvent {
             cert_fingerprint: self.cert_fingerprint,
             payload_sha256: self.payload_sha256.map(|h| hex(&h)),
             outcome: self.outcome,
-            patient: self.patient.map(|p| key.pseudonym(p.expose())),
+            patient: match self.patient {
+                Some(p) => Some(key.pseudonym(p.expose())),
+                None => self.patient_pseudonym,
+            },
         }
     }
 }

@@ -29,8 +29,11 @@
 //! When the tree reaches a failed index it looks in the store: if the batch landed after all (the store
 //! only promises "assume not"), the leaf is taken; if not, a [`crate::Event::LostWrite`] leaf is committed
 //! at that index so the tree stays contiguous and says openly that nothing was recorded there. If even
-//! that fails, the log is poisoned (every call errs) until it is reopened. A crash inside that window
-//! leaves a hole, which [`AuditLog::open`] refuses ([`AuditError::Gap`]): an operator must look.
+//! that write fails (disk still full), the hole stays and is retried at every later settle and
+//! checkpoint: later batches keep committing, the tree just does not grow past the hole until it is
+//! filled (so a full disk is not a permanent outage). Only a *different* leaf under the index poisons
+//! the log (every call errs until reopened). A crash while a hole is open leaves it in the store, which
+//! [`AuditLog::open`] refuses ([`AuditError::Gap`]): an operator must look.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -146,6 +149,16 @@ pub struct AuditConfig {
     pub export_dir: Option<PathBuf>,
     /// HMAC key for patient pseudonyms.
     pub patient_key: PatientKey,
+}
+
+/// What became of a failed index.
+enum Resolved {
+    /// Fold this hash (the leaf landed after all, or a `lost-write` leaf now fills the index).
+    Take(Hash),
+    /// The filler could not be written either (e.g. disk still full): retry later.
+    Retry,
+    /// The index holds a different leaf: the log cannot continue.
+    Poison,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -555,14 +568,18 @@ impl<S: Store> AuditLog<S> {
         // Fold in index order as far as the prefix is settled.
         while let Some(&(hash, settle)) = st.pending.get(&st.edge.size()) {
             let index = st.edge.size();
-            let folded = match settle {
+            let h = match settle {
                 Settle::InFlight => break,
-                Settle::Done => Some(hash),
-                Settle::Failed => self.resolve_failed(index, hash),
-            };
-            let Some(h) = folded else {
-                st.poisoned = true;
-                break;
+                Settle::Done => hash,
+                Settle::Failed => match self.resolve_failed(index, hash) {
+                    Resolved::Take(h) => h,
+                    // Still failing (disk full): leave the hole, try again at the next settle.
+                    Resolved::Retry => break,
+                    Resolved::Poison => {
+                        st.poisoned = true;
+                        break;
+                    }
+                },
             };
             st.pending.remove(&index);
             let State { edge, mem, .. } = st;
@@ -573,10 +590,12 @@ impl<S: Store> AuditLog<S> {
     }
 
     /// A failed index: take the leaf if it landed anyway, else fill it with a `lost-write` leaf.
-    fn resolve_failed(&self, index: u64, hash: Hash) -> Option<Hash> {
+    fn resolve_failed(&self, index: u64, hash: Hash) -> Resolved {
         match self.store.get(trees::LEAVES, &u64_key(index)) {
-            Ok(Some(bytes)) if leaf_hash(&bytes) == hash => Some(hash),
-            Ok(Some(_)) | Err(_) => None,
+            Ok(Some(bytes)) if leaf_hash(&bytes) == hash => Resolved::Take(hash),
+            // Another leaf under our index: the store is not ours alone; stop.
+            Ok(Some(_)) => Resolved::Poison,
+            Err(_) => Resolved::Retry,
             Ok(None) => {
                 let leaf = LeafEvent::new(now_ms(), Event::LostWrite, Outcome::MajorFailure)
                     .into_leaf(&self.config.patient_key);
@@ -587,7 +606,10 @@ impl<S: Store> AuditLog<S> {
                     batch.put(trees::INDEX, k, Vec::new());
                 }
                 batch.put(trees::LEAVES, u64_key(index).to_vec(), bytes);
-                self.store.commit(batch).ok().map(|()| h)
+                match self.store.commit(batch) {
+                    Ok(()) => Resolved::Take(h),
+                    Err(_) => Resolved::Retry,
+                }
             }
         }
     }
@@ -627,7 +649,9 @@ impl<S: Store> AuditLog<S> {
     /// Caller holds `checkpointing`.
     fn checkpoint_locked(&self, now_ms: u64) -> Result<Option<SignedCheckpoint>, AuditError> {
         let (cp, nodes, seq) = {
-            let st = lock(&self.state);
+            let mut st = lock(&self.state);
+            // Fill a hole left by a failed batch first, if the store takes writes again.
+            self.settle_locked(&mut st, Vec::new(), Settle::Done);
             if st.poisoned {
                 return Err(AuditError::Poisoned);
             }

@@ -21,6 +21,7 @@
 //! | `pending` | id | (empty): all records still to publish, in accept order |
 //! | `fin_payload`, `fin_meta` | finished_ms ‖ id | (empty): retention queues |
 //! | `counters` | `next_id` | next id (never reused, even after purge) |
+//! | `audit_patient` | id | patient pseudonym (hex HMAC): audit only ([`trees::AUDITED`]) |
 //!
 //! ## Invariants
 //! - `accept` writes payload, metadata, dedupe keys, first state `accepted`, the queue entries and the id
@@ -40,6 +41,25 @@
 //! - A record that reaches a final state gets retention entries; `purge` drops its payload after
 //!   `payload_ttl` and the whole record, with its dedupe keys, after `meta_ttl`.
 //!
+//! ## Audit (optional: [`Outbox::open_with_audit`], [`open_fjall_audited`], [`open_sled_audited`])
+//! - The outbox and its [`sammen_audit::AuditLog`] share one store (opened with [`trees::AUDITED`]); every
+//!   change's leaf goes into **the same batch** as the change (`AuditLog::submit`), so a failed batch leaves
+//!   neither (the log fills the index with a `lost-write` leaf) and a committed one both.
+//! - One leaf per event: `accepted` or `resend` (accept), `published`, `delivered`, `acknowledged`
+//!   (code), `overdue`, `dead` (one per state entered; a counted attempt that does not kill enters none),
+//!   `payload-purged` and `purged` (retention). Leaf time = the timeline step's time.
+//! - `Duplicate` and `Conflict` change nothing in the outbox; each still gets a leaf (`duplicate`, or
+//!   `rejected` with [`CONFLICT_CODE`]) in **its own batch**, durable before `accept` answers (under the
+//!   dedupe key lock, so repeats are recorded in answer order).
+//! - The patient id given to [`Outbox::accept_with`] is hashed with the log's key at once; only that
+//!   pseudonym is kept (`audit_patient`, deleted with the record) so later leaves carry it too. The CPR
+//!   number is never written.
+//! - Lock order: dedupe/record key guard → `next_id` (accept only) → the audit log's state lock (inside
+//!   `AuditLog::submit`, held across staging and `Store::submit`) → the store's queue. The audit log never
+//!   calls back into the outbox, so there is no cycle; ids and leaf indices both commit in submit order.
+//! - [`Outbox::record`] writes events from outside the outbox (received, rejected by validation,
+//!   certificate/identity refusals, operator actions) as their own batch.
+//!
 //! ## Recovery
 //! Nothing to replay: on open the store runs its engine's recovery, the outbox recomputes the id allocator
 //! (max of the counter and the last `meta` key + 1) and the pending depth (count of `pending`). Records that
@@ -50,11 +70,14 @@
 mod outbox;
 mod types;
 
-pub use outbox::{party_key, trees, Clock, Outbox, MAX_ID_LEN};
+pub use outbox::{party_key, trees, Clock, Outbox, CONFLICT_CODE, MAX_ID_LEN};
 pub use types::{
-    AcceptOutcome, AcceptRequest, AttemptOutcome, MessageMeta, OutboxConfig, OutboxError, Pending,
-    PurgeStats, RecordId, State, Status, Step,
+    AcceptAudit, AcceptOutcome, AcceptRequest, AttemptOutcome, MessageMeta, OutboxConfig,
+    OutboxError, Pending, PurgeStats, RecordId, State, Status, Step,
 };
+
+/// Re-exported so callers of the audited outbox name one crate.
+pub use sammen_audit;
 
 /// Re-exported so callers name one crate.
 pub use sammen_store::{FjallStore, SledStore, Store, StoreError};
@@ -73,4 +96,39 @@ pub fn open_fjall(
     config: OutboxConfig,
 ) -> Result<Outbox<FjallStore>, OutboxError> {
     Outbox::open(FjallStore::open(path, trees::ALL)?, config)
+}
+
+/// Open an outbox with an audit log on sled at `path` (store opened with [`trees::AUDITED`]).
+pub fn open_sled_audited(
+    path: impl AsRef<std::path::Path>,
+    config: OutboxConfig,
+    audit: sammen_audit::AuditConfig,
+    key: sammen_audit::SigningKey,
+) -> Result<Outbox<std::sync::Arc<dyn Store>>, OutboxError> {
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(SledStore::open(path, trees::AUDITED)?);
+    open_audited(store, config, audit, key)
+}
+
+/// Open an outbox with an audit log on fjall at `path` (store opened with [`trees::AUDITED`]).
+pub fn open_fjall_audited(
+    path: impl AsRef<std::path::Path>,
+    config: OutboxConfig,
+    audit: sammen_audit::AuditConfig,
+    key: sammen_audit::SigningKey,
+) -> Result<Outbox<std::sync::Arc<dyn Store>>, OutboxError> {
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(FjallStore::open(path, trees::AUDITED)?);
+    open_audited(store, config, audit, key)
+}
+
+/// Open the audit log on `store` (refusing a rolled-back or inconsistent log), then the outbox on it.
+pub fn open_audited<S: Store + Clone>(
+    store: S,
+    config: OutboxConfig,
+    audit: sammen_audit::AuditConfig,
+    key: sammen_audit::SigningKey,
+) -> Result<Outbox<S>, OutboxError> {
+    let log = sammen_audit::AuditLog::open(store, audit, key)?;
+    Outbox::open_with_audit(std::sync::Arc::new(log), config)
 }

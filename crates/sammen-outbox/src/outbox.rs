@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sammen_audit::{AuditLog, Event, LeafEvent, LeafIndex, Outcome, PendingCommit};
 use sammen_model::{AckCode, Party};
-use sammen_store::{Batch, Store};
+use sammen_store::{Batch, Store, Ticket};
 use sha2::{Digest, Sha256};
 
 use crate::types::*;
@@ -31,6 +32,8 @@ pub mod trees {
     pub const FIN_META: &str = "fin_meta";
     /// `next_id` → u64: the id allocator's high-water mark.
     pub const COUNTERS: &str = "counters";
+    /// `id` → patient pseudonym (hex HMAC, never the CPR): for the leaves after `accepted`. Audit only.
+    pub const AUDIT_PATIENT: &str = "audit_patient";
     /// All trees, for opening a store.
     pub const ALL: &[&str] = &[
         PAYLOAD,
@@ -42,6 +45,25 @@ pub mod trees {
         FIN_PAYLOAD,
         FIN_META,
         COUNTERS,
+    ];
+    /// [`ALL`] plus the audit log's trees and [`AUDIT_PATIENT`]: open the store with these for
+    /// [`crate::Outbox::open_with_audit`].
+    pub const AUDITED: &[&str] = &[
+        PAYLOAD,
+        META,
+        DEDUPE,
+        MSGID,
+        QUEUE,
+        PENDING,
+        FIN_PAYLOAD,
+        FIN_META,
+        COUNTERS,
+        AUDIT_PATIENT,
+        sammen_audit::trees::LEAVES,
+        sammen_audit::trees::NODES,
+        sammen_audit::trees::CHECKPOINTS,
+        sammen_audit::trees::INDEX,
+        sammen_audit::trees::META,
     ];
 }
 use trees::*;
@@ -66,7 +88,71 @@ pub struct Outbox<S: Store> {
     busy: Mutex<HashSet<Vec<u8>>>,
     freed: Condvar,
     depth: AtomicU64,
+    /// When set, every change commits together with its audit leaf.
+    audit: Option<Arc<AuditLog<S>>>,
 }
+
+/// A submitted batch: plain, or carrying audit leaves.
+enum Commit<'a, S: Store> {
+    Plain(Ticket),
+    Audited(PendingCommit<'a, S>),
+}
+
+impl<S: Store> Commit<'_, S> {
+    fn wait(self) -> Result<Vec<LeafIndex>, OutboxError> {
+        match self {
+            Commit::Plain(t) => t.wait().map(|()| Vec::new()).map_err(Into::into),
+            Commit::Audited(p) => p.wait().map_err(Into::into),
+        }
+    }
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    sammen_audit::leaf::unhex(s).and_then(|v| v.try_into().ok())
+}
+
+/// Leaf of one record event; the time is the timeline step's, so leaf and timeline agree.
+fn leaf_of(
+    meta: &MessageMeta,
+    sha256: Option<[u8; 32]>,
+    event: Event,
+    outcome: Outcome,
+    at: SystemTime,
+    pseudonym: Option<String>,
+) -> LeafEvent {
+    let mut e = LeafEvent::new(millis(at), event, outcome);
+    e.message_id = Some(meta.message_id.clone());
+    e.bundle_id = Some(meta.envelope_id.clone());
+    e.family = Some(meta.family);
+    e.event_code = Some(meta.event.clone());
+    e.sender = Some(meta.sender.clone());
+    e.receiver = Some(meta.receiver.clone());
+    e.payload_sha256 = sha256;
+    e.patient_pseudonym = pseudonym;
+    e
+}
+
+/// The leaf event for entering `state` (none for `accepted`, which `accept` records itself).
+fn state_event(state: State) -> Option<(Event, Outcome)> {
+    Some(match state {
+        State::Accepted => return None,
+        State::Published => (Event::Published, Outcome::Success),
+        State::Delivered => (Event::Delivered, Outcome::Success),
+        State::Acknowledged(code) => (
+            Event::Acknowledged { code },
+            match code {
+                AckCode::Ok => Outcome::Success,
+                AckCode::TransientError => Outcome::MinorFailure,
+                AckCode::FatalError => Outcome::SeriousFailure,
+            },
+        ),
+        State::Overdue => (Event::Overdue, Outcome::MinorFailure),
+        State::Dead => (Event::Dead, Outcome::MajorFailure),
+    })
+}
+
+/// Stable code of the dedupe refusal, as in the `rejected` leaf.
+pub const CONFLICT_CODE: &str = "outbox.envelope-id-conflict";
 
 impl<S: Store> std::fmt::Debug for Outbox<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,7 +326,58 @@ impl<S: Store> Outbox<S> {
             busy: Mutex::new(HashSet::new()),
             freed: Condvar::new(),
             depth: AtomicU64::new(depth),
+            audit: None,
         })
+    }
+
+    /// Open the outbox on the audit log's own store (opened with [`trees::AUDITED`]), so each change
+    /// and its leaf share one batch.
+    pub fn open_with_audit(
+        audit: Arc<AuditLog<S>>,
+        config: OutboxConfig,
+    ) -> Result<Self, OutboxError>
+    where
+        S: Clone,
+    {
+        // Fail now, not at the first accept, when the store lacks the outbox's audit tree.
+        audit.store().get(AUDIT_PATIENT, b"")?;
+        let mut ob = Self::open(audit.store().clone(), config)?;
+        ob.audit = Some(audit);
+        Ok(ob)
+    }
+
+    /// The attached audit log, if any (for checkpoints and proofs).
+    pub fn audit(&self) -> Option<&Arc<AuditLog<S>>> {
+        self.audit.as_ref()
+    }
+
+    /// Record an event outside the outbox's own transitions (received, rejected by validation,
+    /// certificate or identity refusals, operator actions) as its own durable batch. Returns its leaf
+    /// index once durable; `None` when no audit log is attached.
+    pub fn record(&self, event: LeafEvent) -> Result<Option<LeafIndex>, OutboxError> {
+        match &self.audit {
+            None => Ok(None),
+            Some(a) => Ok(a.submit(Batch::new(), vec![event])?.wait()?.pop()),
+        }
+    }
+
+    /// Submit `b` with its leaves (plain when there is no audit log or nothing to record). Callers that
+    /// need submit order (ids) hold their lock across this call; the audit log holds its own inside.
+    fn submit(&self, b: Batch, events: Vec<LeafEvent>) -> Result<Commit<'_, S>, OutboxError> {
+        match &self.audit {
+            Some(a) if !events.is_empty() => Ok(Commit::Audited(a.submit(b, events)?)),
+            _ => Ok(Commit::Plain(self.store.submit(b)?)),
+        }
+    }
+
+    fn pseudonym_of(&self, id: RecordId) -> Result<Option<String>, OutboxError> {
+        if self.audit.is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .get(AUDIT_PATIENT, &id_key(id))?
+            .and_then(|v| String::from_utf8(v).ok()))
     }
 
     /// Replace the clock used for timeline times.
@@ -278,6 +415,15 @@ impl<S: Store> Outbox<S> {
     /// Accept one message: dedupe, then store payload, metadata, dedupe keys, first state and the publish
     /// queue entry in one atomic batch. Returns once that batch is durable.
     pub fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, OutboxError> {
+        self.accept_with(req, AcceptAudit::default())
+    }
+
+    /// [`Self::accept`] with what only the audit leaf needs (the patient id is hashed, never stored).
+    pub fn accept_with(
+        &self,
+        req: AcceptRequest,
+        extra: AcceptAudit,
+    ) -> Result<AcceptOutcome, OutboxError> {
         let meta = req.meta;
         check_id(&meta.message_id, "message id must be 1..=1024 bytes")?;
         check_id(&meta.envelope_id, "envelope id must be 1..=1024 bytes")?;
@@ -291,21 +437,56 @@ impl<S: Store> Outbox<S> {
         let mkey = message_key(&sender, &meta.message_id);
         let mut guard = self.lock_keys(vec![ekey.clone(), mkey.clone()]);
 
+        let pseudonym = match (&self.audit, &extra.patient) {
+            (Some(a), Some(p)) => Some(a.config().patient_key.pseudonym(p.expose())),
+            _ => None,
+        };
+        let leaf = |event, outcome, at, sha256| {
+            let mut e = leaf_of(&meta, sha256, event, outcome, at, pseudonym.clone());
+            e.cert_fingerprint.clone_from(&extra.cert_fingerprint);
+            e
+        };
         if let Some(v) = self.store.get(DEDUPE, &ekey)? {
             let id = RecordId(u64_of(&v)?);
-            return Ok(if v.get(8..) == Some(meta.message_id.as_bytes()) {
-                AcceptOutcome::Duplicate { id }
+            let (outcome, event, result) = if v.get(8..) == Some(meta.message_id.as_bytes()) {
+                (
+                    Outcome::Success,
+                    Event::Duplicate,
+                    AcceptOutcome::Duplicate { id },
+                )
             } else {
-                AcceptOutcome::Conflict { existing: id }
-            });
+                let code = CONFLICT_CODE.to_owned();
+                let ev = Event::Rejected { code };
+                (
+                    Outcome::SeriousFailure,
+                    ev,
+                    AcceptOutcome::Conflict { existing: id },
+                )
+            };
+            // Nothing changes in the outbox, so the leaf is its own batch; answered only once durable.
+            if self.audit.is_some() {
+                let sha = Sha256::digest(&req.bytes).into();
+                let ev = leaf(event, outcome, self.now(), Some(sha));
+                self.submit(Batch::new(), vec![ev])?.wait()?;
+            }
+            return Ok(result);
         }
         let original = match self.store.get(DEDUPE, &mkey)? {
             Some(v) => Some(RecordId(u64_of(&v)?)),
             None => None,
         };
 
-        let sha256 = hex(&Sha256::digest(&req.bytes));
+        let sha_bytes: [u8; 32] = Sha256::digest(&req.bytes).into();
+        let sha256 = hex(&sha_bytes);
         let size = req.bytes.len() as u64;
+        let accept_leaf = self.audit.as_ref().map(|_| {
+            let event = if original.is_some() {
+                Event::Resend
+            } else {
+                Event::Accepted
+            };
+            leaf(event, Outcome::Success, meta.received, Some(sha_bytes))
+        });
         let ticket = {
             let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
             let id = RecordId(*next);
@@ -339,7 +520,10 @@ impl<S: Store> Outbox<S> {
             b.put(QUEUE, queue_key(&receiver, id), []);
             b.put(PENDING, id_key(id), []);
             b.put(COUNTERS, NEXT_ID, (id.0 + 1).to_be_bytes());
-            let ticket = self.store.submit(b)?;
+            if let Some(p) = &pseudonym {
+                b.put(AUDIT_PATIENT, id_key(id), p.as_bytes());
+            }
+            let ticket = self.submit(b, accept_leaf.into_iter().collect())?;
             *next = id.0 + 1;
             (id, ticket)
         };
@@ -440,6 +624,7 @@ impl<S: Store> Outbox<S> {
         let _guard = self.lock_keys(vec![busy_id(id)]);
         let mut status = self.status(id)?.ok_or(OutboxError::NotFound(id))?;
         let was_pending = status.state == State::Accepted;
+        let steps = status.timeline.len();
         let mut b = Batch::new();
         change(&mut status, &mut b)?;
         let left_queue = was_pending && status.state != State::Accepted;
@@ -448,7 +633,20 @@ impl<S: Store> Outbox<S> {
             b.delete(PENDING, id_key(id));
         }
         b.put(META, id_key(id), encode(&status)?);
-        self.store.commit(b)?;
+        // One leaf per state entered (an attempt that does not kill the record enters none).
+        let mut leaves = Vec::new();
+        if self.audit.is_some() && status.timeline.len() > steps {
+            let pseudonym = self.pseudonym_of(id)?;
+            for step in &status.timeline[steps..] {
+                if let Some((event, outcome)) = state_event(step.state) {
+                    let sha = unhex32(&status.sha256);
+                    let at = step.at;
+                    let ev = leaf_of(&status.meta, sha, event, outcome, at, pseudonym.clone());
+                    leaves.push(ev);
+                }
+            }
+        }
+        self.submit(b, leaves)?.wait()?;
         if left_queue {
             self.depth.fetch_sub(1, Ordering::Relaxed);
         }
@@ -568,12 +766,27 @@ impl<S: Store> Outbox<S> {
                 .collect::<Result<Vec<_>, _>>()?;
             let _guard = self.lock_keys(ids.iter().map(|id| busy_id(*id)).collect());
             let mut b = Batch::new();
+            let mut leaves = Vec::new();
             for ((k, _), id) in page.iter().zip(&ids) {
                 b.delete(FIN_META, k.clone());
                 b.delete(FIN_PAYLOAD, k.clone());
                 b.delete(PAYLOAD, id_key(*id));
                 b.delete(META, id_key(*id));
                 let Some(s) = self.status(*id)? else { continue };
+                if self.audit.is_some() {
+                    let pseudonym = self.pseudonym_of(*id)?;
+                    b.delete(AUDIT_PATIENT, id_key(*id));
+                    let sha = unhex32(&s.sha256);
+                    let ev = leaf_of(
+                        &s.meta,
+                        sha,
+                        Event::Purged,
+                        Outcome::Success,
+                        now,
+                        pseudonym,
+                    );
+                    leaves.push(ev);
+                }
                 let sender = party_key(&s.meta.sender);
                 let ekey = envelope_key(&sender, &s.meta.envelope_id);
                 if self.store.get(DEDUPE, &ekey)?.and_then(|v| u64_of(&v).ok()) == Some(id.0) {
@@ -586,7 +799,7 @@ impl<S: Store> Outbox<S> {
                 b.delete(MSGID, msgid_key(&s.meta.message_id, *id));
                 stats.records += 1;
             }
-            self.store.commit(b)?;
+            self.submit(b, leaves)?.wait()?;
         }
         let payload_end = cutoff(payload_ttl);
         loop {
@@ -602,6 +815,7 @@ impl<S: Store> Outbox<S> {
                 .collect::<Result<Vec<_>, _>>()?;
             let _guard = self.lock_keys(ids.iter().map(|id| busy_id(*id)).collect());
             let mut b = Batch::new();
+            let mut leaves = Vec::new();
             for ((k, _), id) in page.iter().zip(&ids) {
                 b.delete(FIN_PAYLOAD, k.clone());
                 b.delete(PAYLOAD, id_key(*id));
@@ -609,9 +823,14 @@ impl<S: Store> Outbox<S> {
                     s.payload_retained = false;
                     b.put(META, id_key(*id), encode(&s)?);
                     stats.payloads += 1;
+                    if self.audit.is_some() {
+                        let (ev, ok) = (Event::PayloadPurged, Outcome::Success);
+                        let p = self.pseudonym_of(*id)?;
+                        leaves.push(leaf_of(&s.meta, unhex32(&s.sha256), ev, ok, now, p));
+                    }
                 }
             }
-            self.store.commit(b)?;
+            self.submit(b, leaves)?.wait()?;
         }
         Ok(stats)
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use sammen_model::{AckCode, Family, Party};
+use sammen_model::{AckCode, Family, Party, PatientId};
 use sammen_store::StoreError;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,32 @@ pub struct AcceptRequest {
     pub bytes: Vec<u8>,
     /// Its identifiers and addresses.
     pub meta: MessageMeta,
+}
+
+/// What only the audit leaf of an accept needs ([`crate::Outbox::accept_with`]); ignored without an
+/// audit log. A separate argument so [`AcceptRequest`] stays as it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AcceptAudit {
+    /// The patient from the validation report: only its keyed hash is stored (leaf and outbox),
+    /// never the identifier itself.
+    pub patient: Option<PatientId>,
+    /// Client certificate fingerprint (hex SHA-256 of the DER).
+    pub cert_fingerprint: Option<String>,
+}
+
+impl AcceptAudit {
+    /// With the patient of the validation report.
+    pub fn patient(mut self, patient: Option<PatientId>) -> Self {
+        self.patient = patient;
+        self
+    }
+
+    /// With the client certificate's fingerprint.
+    pub fn cert_fingerprint(mut self, fingerprint: Option<String>) -> Self {
+        self.cert_fingerprint = fingerprint;
+        self
+    }
 }
 
 /// How `accept` answered (MedCom reliable messaging).
@@ -244,6 +270,19 @@ pub enum OutboxError {
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The audit log refused (e.g. poisoned after a failed write); nothing of this call is promised.
+    #[error("audit: {0}")]
+    Audit(String),
+}
+
+impl From<sammen_audit::AuditError> for OutboxError {
+    fn from(e: sammen_audit::AuditError) -> Self {
+        match e {
+            // Keep store errors typed: a full disk must still read as `is_disk_full`.
+            sammen_audit::AuditError::Store(s) => OutboxError::Store(s),
+            other => OutboxError::Audit(other.to_string()),
+        }
+    }
 }
 
 impl OutboxError {

@@ -314,6 +314,11 @@ fn run_model<B: Backend>(ops: Vec<Op>) {
         assert_eq!(st.finished_at, r.finished_at.map(at));
         assert_eq!(st.timeline.last().map(|s| s.state), Some(r.state));
     }
+    // With audit on, whatever happened (reopens, purges, refused transitions), the log verifies.
+    if let Some(a) = o.audit() {
+        a.checkpoint_now().unwrap();
+        sammen_outbox::sammen_audit::ops::verify_store(a.store(), &a.public_key(), None).unwrap();
+    }
 }
 
 proptest! {
@@ -327,5 +332,10 @@ proptest! {
     #[test]
     fn fjall_outbox_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
         run_model::<Fjall>(ops);
+    }
+
+    #[test]
+    fn fjall_audited_outbox_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+        run_model::<AuditedFjall>(ops);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sammen_model::{Family, Party};
+use sammen_outbox::sammen_audit::{AuditConfig, PatientKey, SigningKey};
 use sammen_outbox::{AcceptRequest, MessageMeta, Outbox, OutboxConfig, Store};
 
 /// Opens an outbox of one backend at a path.
@@ -32,6 +33,44 @@ impl Backend for Fjall {
     const NAME: &'static str = "fjall";
     fn open(path: &Path, config: OutboxConfig) -> Outbox<Self::S> {
         sammen_outbox::open_fjall(path, config).unwrap()
+    }
+}
+
+/// The same backends with the audit log attached: every suite must behave the same with it.
+pub struct AuditedSled;
+pub struct AuditedFjall;
+
+pub const AUDIT_ORIGIN: &str = "sammen.test/outbox-audit";
+pub const PATIENT_KEY: &[u8] = b"test-patient-hmac-key-0123456789";
+
+pub fn audit_config(export_dir: Option<&Path>) -> AuditConfig {
+    AuditConfig {
+        origin: AUDIT_ORIGIN.into(),
+        checkpoint_every: 64,
+        checkpoint_interval_ms: 60_000,
+        export_dir: export_dir.map(Path::to_path_buf),
+        patient_key: PatientKey::new(PATIENT_KEY).unwrap(),
+    }
+}
+
+/// Fixed, so a reopened log gets the key it was created with.
+pub fn audit_key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+impl Backend for AuditedSled {
+    type S = Arc<dyn Store>;
+    const NAME: &'static str = "sled+audit";
+    fn open(path: &Path, config: OutboxConfig) -> Outbox<Self::S> {
+        sammen_outbox::open_sled_audited(path, config, audit_config(None), audit_key()).unwrap()
+    }
+}
+
+impl Backend for AuditedFjall {
+    type S = Arc<dyn Store>;
+    const NAME: &'static str = "fjall+audit";
+    fn open(path: &Path, config: OutboxConfig) -> Outbox<Self::S> {
+        sammen_outbox::open_fjall_audited(path, config, audit_config(None), audit_key()).unwrap()
     }
 }
 
@@ -83,6 +122,12 @@ macro_rules! per_backend {
         }
         mod fjall_backend {
             $( #[test] fn $name() { super::$name::<$crate::common::Fjall>(); } )*
+        }
+        mod sled_audited {
+            $( #[test] fn $name() { super::$name::<$crate::common::AuditedSled>(); } )*
+        }
+        mod fjall_audited {
+            $( #[test] fn $name() { super::$name::<$crate::common::AuditedFjall>(); } )*
         }
     };
 }
