@@ -85,8 +85,12 @@ async fn wait_delivered(seen: &Arc<Mutex<Seen>>, want: &HashSet<String>, timeout
     }
 }
 
+/// The outage test stops RabbitMQ for everyone: the two tests of this file must not overlap.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_load() {
+    let _serial = SERIAL.lock().await;
     let n = env_usize("SAMMEN_CRASH_N", 5_000) as u64;
     let clients = env_usize("SAMMEN_CRASH_CLIENTS", 8) as u64;
     let dir = tempfile::tempdir().unwrap();
@@ -135,6 +139,7 @@ async fn kill9_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_outage_under_load() {
+    let _serial = SERIAL.lock().await;
     let outage = Duration::from_secs(env_usize("SAMMEN_OUTAGE_SECS", 30) as u64);
     let dir = tempfile::tempdir().unwrap();
     let ns = format!("outage{}", fastrand::u32(..));
