@@ -97,10 +97,18 @@ pub(crate) fn index_prefix(tag: u8, value: &str) -> Vec<u8> {
 
 /// Every index key of a leaf.
 pub(crate) fn index_keys(leaf: &Leaf, index: u64) -> Vec<Vec<u8>> {
-    let mut keys: Vec<Vec<u8>> = Vec::new();
-    let mut add = |tag: u8, v: &str| {
-        let mut k = index_prefix(tag, v);
+    let mut keys = index_key_prefixes(leaf);
+    for k in &mut keys {
         k.extend_from_slice(&index.to_be_bytes());
+    }
+    keys
+}
+
+/// The index keys of a leaf without the trailing leaf index (which is only known under the lock).
+fn index_key_prefixes(leaf: &Leaf) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = Vec::with_capacity(6);
+    let mut add = |tag: u8, v: &str| {
+        let k = index_prefix(tag, v);
         if !keys.contains(&k) {
             keys.push(k);
         }
@@ -119,11 +127,18 @@ pub(crate) fn index_keys(leaf: &Leaf, index: u64) -> Vec<Vec<u8>> {
     if let Some(p) = &leaf.patient {
         add(b'p', p);
     }
-    let mut t = vec![b't'];
+    let mut t = Vec::with_capacity(17);
+    t.push(b't');
     t.extend_from_slice(&leaf.time_ms.to_be_bytes());
-    t.extend_from_slice(&index.to_be_bytes());
     keys.push(t);
     keys
+}
+
+/// A leaf encoded and hashed outside the log's lock (the costly part of staging).
+struct Prepared {
+    bytes: Vec<u8>,
+    hash: Hash,
+    keys: Vec<Vec<u8>>,
 }
 
 pub(crate) fn decode_u64(v: &[u8]) -> Option<u64> {
@@ -481,27 +496,38 @@ impl<S: Store> AuditLog<S> {
     /// Contract: submit batches in staging order and report each [`Staged`] with [`Self::committed`] or
     /// [`Self::failed`]. Prefer [`Self::submit`], which keeps the contract for you.
     pub fn stage(&self, batch: &mut Batch, event: LeafEvent) -> Result<Staged, AuditError> {
+        let p = self.prepare(event);
         let mut st = lock(&self.state);
-        self.stage_locked(&mut st, batch, event)
+        self.stage_prepared(&mut st, batch, p)
     }
 
-    fn stage_locked(
+    fn prepare(&self, event: LeafEvent) -> Prepared {
+        let leaf = event.into_leaf(&self.config.patient_key);
+        let bytes = leaf.encode();
+        Prepared {
+            hash: leaf_hash(&bytes),
+            keys: index_key_prefixes(&leaf),
+            bytes,
+        }
+    }
+
+    /// Only index assignment and puts under the lock: every writer of the broker passes here in turn.
+    fn stage_prepared(
         &self,
         st: &mut State,
         batch: &mut Batch,
-        event: LeafEvent,
+        p: Prepared,
     ) -> Result<Staged, AuditError> {
         if st.poisoned {
             return Err(AuditError::Poisoned);
         }
-        let leaf = event.into_leaf(&self.config.patient_key);
         let index = st.next;
-        let bytes = leaf.encode();
-        let hash = leaf_hash(&bytes);
-        for k in index_keys(&leaf, index) {
+        let hash = p.hash;
+        for mut k in p.keys {
+            k.extend_from_slice(&index.to_be_bytes());
             batch.put(trees::INDEX, k, Vec::new());
         }
-        batch.put(trees::LEAVES, u64_key(index).to_vec(), bytes);
+        batch.put(trees::LEAVES, u64_key(index).to_vec(), p.bytes);
         st.next += 1;
         st.pending.insert(index, (hash, Settle::InFlight));
         Ok(Staged {
@@ -515,10 +541,11 @@ impl<S: Store> AuditLog<S> {
         mut batch: Batch,
         events: Vec<LeafEvent>,
     ) -> Result<PendingCommit<'_, S>, AuditError> {
+        let prepared: Vec<Prepared> = events.into_iter().map(|e| self.prepare(e)).collect();
         let mut st = lock(&self.state);
-        let mut staged = Vec::with_capacity(events.len());
-        for ev in events {
-            match self.stage_locked(&mut st, &mut batch, ev) {
+        let mut staged = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match self.stage_prepared(&mut st, &mut batch, p) {
                 Ok(s) => staged.push(s),
                 Err(e) => {
                     self.settle_locked(&mut st, staged, Settle::Failed);
