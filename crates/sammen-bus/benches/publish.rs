@@ -9,11 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::options::QueueDeleteOptions;
+use lapin::{Connection, ConnectionProperties};
 use sammen_bus::{
     wait_connected, AmqpBus, AmqpConfig, Bus, BusMessage, PendingConfirm, PublishOutcome, Topology,
 };
@@ -43,104 +40,13 @@ fn body() -> Vec<u8> {
         .collect()
 }
 
-/// Raw lapin. `routed`: publish what the Bus publishes (topic exchange, mandatory, same properties and
-/// headers) to separate client overhead from broker-side routing cost.
+/// Raw lapin (`sammen_bus::baseline`). `routed`: publish what the Bus publishes (topic exchange,
+/// mandatory, same properties and headers) to separate client overhead from broker-side routing cost.
 async fn raw(n: usize, queue: &str, routed: bool) -> f64 {
-    let conn = Connection::connect(&url(), ConnectionProperties::default())
+    sammen_bus::baseline::raw_publish(&url(), queue, routed, n, WINDOW, &[body()])
         .await
-        .expect("RabbitMQ reachable");
-    let ch = conn.create_channel().await.unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let payload = body();
-    let mut props = BasicProperties::default().with_delivery_mode(2);
-    let (mut exchange, mut key) = (String::new(), queue.to_string());
-    let mut opts = BasicPublishOptions::default();
-    if routed {
-        exchange = format!("{queue}-x");
-        ch.exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(
-            queue.into(),
-            exchange.as_str().into(),
-            format!("{GLN}.#").into(),
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        key = format!("{GLN}.HospitalNotification.admit-inpatient");
-        opts.mandatory = true;
-        let mut h = FieldTable::default();
-        for k in ["sammen-sender-gln", "sammen-event", "sammen-sha256"] {
-            h.insert(
-                k.into(),
-                AMQPValue::LongString(LongString::from("x".repeat(13))),
-            );
-        }
-        h.insert("sammen-resend".into(), AMQPValue::Boolean(false));
-        props = props
-            .with_message_id("bench-000000".into())
-            .with_content_type("application/fhir+xml".into())
-            .with_type("HospitalNotification".into())
-            .with_timestamp(1_700_000_000)
-            .with_headers(h);
-    }
-    let mut inflight: VecDeque<lapin::PublisherConfirm> = VecDeque::with_capacity(WINDOW);
-    let t0 = Instant::now();
-    for _ in 0..n {
-        if inflight.len() == WINDOW {
-            let c = inflight.pop_front().unwrap();
-            assert!(matches!(c.await.unwrap(), Confirmation::Ack(None)));
-        }
-        let c = ch
-            .basic_publish(
-                exchange.as_str().into(),
-                key.as_str().into(),
-                opts,
-                &payload,
-                props.clone(),
-            )
-            .await
-            .unwrap();
-        inflight.push_back(c);
-    }
-    for c in inflight {
-        assert!(matches!(c.await.unwrap(), Confirmation::Ack(None)));
-    }
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
-    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
-    if routed {
-        ch.exchange_delete(exchange.as_str().into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "bench done".into()).await.unwrap();
-    rate
+        .expect("RabbitMQ reachable, every publish confirmed")
+        .rate()
 }
 
 async fn through_bus(n: usize, ns: &str) -> f64 {

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod amqp;
+pub mod baseline;
 pub mod bus;
 #[cfg(feature = "contract-tests")]
 pub mod contract;

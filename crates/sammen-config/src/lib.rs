@@ -16,13 +16,20 @@
 //! - No secret is printed: [`BusConfig`]'s `Debug` hides the AMQP password.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod defaults;
 pub mod duration;
 mod load;
 mod model;
+mod tls;
 
+pub use audit::AuditLogConfig;
 pub use load::{load, parse, ConfigError, Overrides, Problem};
 pub use model::{
     BusConfig, BusKind, Config, HttpConfig, Limits, Receiver, RetentionConfig, StoreBackend,
     StoreConfig,
+};
+pub use tls::{
+    check_partner, default_tls_listen, parse_partners, Partner, PartnerParty, PartnersFile,
+    TlsConfig,
 };

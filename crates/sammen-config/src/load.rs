@@ -212,6 +212,28 @@ impl Config {
         if l.max_attempts == 0 {
             p("limits.max_attempts".into(), "must be positive");
         }
+        for (i, partner) in self.partners.iter().enumerate() {
+            for (key, reason) in crate::tls::check_partner(&format!("partner[{i}]"), partner) {
+                p(key, &reason);
+            }
+        }
+        if let Some(t) = &self.tls {
+            if t.cert.is_some() != t.key.is_some() {
+                p("tls.key".into(), "tls.cert and tls.key go together");
+            }
+            if t.cert.is_some() && t.client_ca.is_empty() {
+                p(
+                    "tls.client_ca".into(),
+                    "required with tls.cert: client certificates are always verified",
+                );
+            }
+            if t.handshake_timeout.is_zero() || t.request_timeout.is_zero() {
+                p("tls.request_timeout".into(), "timeouts must be positive");
+            }
+        }
+        for (key, reason) in self.audit.problems() {
+            p(key, reason);
+        }
         let r = &self.retention;
         if r.metadata_ttl < r.payload_ttl {
             p(

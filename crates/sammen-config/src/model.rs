@@ -33,6 +33,16 @@ pub struct Config {
     /// Storage engine.
     #[serde(default)]
     pub store: StoreConfig,
+    /// HTTPS with client certificates (`[tls]`). Absent: zero-config `sammen serve` still serves HTTPS with a
+    /// dev PKI unless plain HTTP was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Partners: certificate → identities (`[[partner]]`).
+    #[serde(default, rename = "partner", skip_serializing_if = "Vec::is_empty")]
+    pub partners: Vec<crate::tls::Partner>,
+    /// Signed audit log (`[audit]`).
+    #[serde(default)]
+    pub audit: crate::audit::AuditLogConfig,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -49,6 +59,9 @@ impl Default for Config {
             limits: Limits::default(),
             retention: RetentionConfig::default(),
             store: StoreConfig::default(),
+            tls: None,
+            partners: Vec::new(),
+            audit: crate::audit::AuditLogConfig::default(),
         }
     }
 }
@@ -57,9 +70,12 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address to listen on. Plain HTTP is allowed on loopback only (TLS comes later).
+    /// Address to listen on. Plain HTTP is allowed on loopback only.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Serve plain HTTP on `listen` (explicit opt-in; `--plain-http` or `--listen` on the command line).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -70,6 +86,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            plain: false,
         }
     }
 }

@@ -31,6 +31,11 @@ fn media_type_ok(headers: &HeaderMap) -> bool {
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Response> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
+        Err(e) if crate::tls::is_body_timeout(&*e) => Err(answer::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "the request body did not arrive in time",
+        )),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(answer::error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-large",
@@ -125,6 +130,7 @@ fn to_request(
 /// `POST /v1/messages`.
 pub(crate) async fn post_message(
     State(ing): State<Arc<Ingress>>,
+    peer: Option<axum::Extension<sammen_identity::PeerIdentity>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -180,6 +186,16 @@ pub(crate) async fn post_message(
     } else {
         sammen_adapters::validate(&bytes, &opts)
     };
+    // Over HTTPS: the sender must be one of the certificate's identities (an invalid message without any
+    // sender gets its 422 below instead).
+    if let Some(axum::Extension(peer)) = &peer {
+        match sammen_identity::authorize_sender(peer, &report) {
+            Err(sammen_identity::Refusal::Sender(sammen_identity::SenderRefusal::Missing))
+                if !report.is_valid() => {}
+            Err(r) => return crate::tls::refused(&r),
+            Ok(()) => {}
+        }
+    }
     if !report.is_valid() {
         debug!(family = ?report.family, errors = report.errors().count(), "refused: invalid");
         return answer::invalid(&report);

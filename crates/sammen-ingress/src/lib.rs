@@ -16,7 +16,12 @@
 //! - Validation and the outbox's fsync wait run off the async workers (blocking pool) when they can take
 //!   long.
 //!
-//! Routes: `POST /v1/messages`, `GET /v1/messages/{id}`, `GET /healthz`, `GET /readyz` ([`router`]).
+//! - Over HTTPS ([`tls`]) every request carries the verified peer ([`sammen_identity::PeerIdentity`]); a message
+//!   whose sender is not one of the certificate's identities is refused with 403 and a reason, before it is
+//!   stored. Plain HTTP ([`router`] on a loopback listener) has no peer and no such check.
+//!
+//! Routes: `POST /v1/messages`, `GET /v1/messages/{id}`, `GET /healthz`, `GET /readyz` ([`router`];
+//! [`tls::tls_router`] for HTTPS).
 #![forbid(unsafe_code)]
 
 mod accept;
@@ -24,6 +29,7 @@ mod answer;
 mod receivers;
 mod state;
 mod status;
+pub mod tls;
 
 pub use answer::{Accepted, ErrorBody, UNKNOWN_RECEIVER};
 pub use receivers::Receivers;

@@ -1,9 +1,13 @@
 //! `sammen`: the broker's command line. It only wires crates together; every rule lives in a crate.
 #![forbid(unsafe_code)]
 
+mod audit;
+mod bench;
 mod config_cmd;
+mod send;
 mod serve;
 mod serve_fmt;
+mod serve_tls;
 mod status;
 mod subscribe;
 mod validate;
@@ -74,6 +78,37 @@ enum Command {
         #[command(flatten)]
         cfg: CfgArgs,
     },
+    /// Load generator: post conformance examples with fresh ids to a broker; accepted msgs/s, latency
+    /// percentiles, accept → subscriber latency, broker CPU/memory, and a raw lapin baseline (--baseline).
+    Bench(bench::BenchArgs),
+    /// Write an audit signing key (PKCS#8 PEM) and its public key into DIR; print the fingerprint.
+    Keygen {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Signed audit log: verify, prove, check-proof, consistency, search (offline; stop serve first).
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// Post message files to a broker over mutual TLS; one JSON answer per file. Exit 0 all accepted or
+    /// duplicate, 1 any refused or invalid, 2 any transport or usage error.
+    Send {
+        /// Broker URL.
+        #[arg(long, default_value = "https://127.0.0.1:8443")]
+        url: String,
+        /// Client certificate (PEM), e.g. data/pki/hospital.crt.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Client private key (PEM), e.g. data/pki/hospital.key.
+        #[arg(long)]
+        key: PathBuf,
+        /// CA bundle that signed the broker's certificate.
+        #[arg(long, default_value = "data/pki/ca.crt")]
+        ca: Vec<PathBuf>,
+        /// Message files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Config file and the flags that override it.
@@ -85,9 +120,15 @@ struct CfgArgs {
     /// Override data_dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Override http.listen (loopback only without TLS).
+    /// Serve plain HTTP on this loopback address (implies --plain-http; without [tls] in the config, no HTTPS).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Also serve plain HTTP on http.listen (loopback only).
+    #[arg(long)]
+    plain_http: bool,
+    /// Override tls.listen (HTTPS; default 127.0.0.1:8443).
+    #[arg(long)]
+    tls_listen: Option<std::net::SocketAddr>,
     /// Use RabbitMQ at this URL (sets bus.kind = "amqp").
     #[arg(long)]
     amqp_url: Option<String>,
@@ -101,7 +142,13 @@ impl CfgArgs {
             amqp_url: self.amqp_url.clone(),
         };
         match config_cmd::resolve(self.config.as_deref(), &o) {
-            Ok(c) => Some(c),
+            Ok(mut c) => {
+                c.http.plain |= self.plain_http || self.listen.is_some();
+                if let Some(a) = self.tls_listen {
+                    c.tls.get_or_insert_with(Default::default).listen = a;
+                }
+                Some(c)
+            }
             Err(e) => {
                 config_cmd::report(self.config.as_deref(), &e);
                 None
@@ -201,5 +248,15 @@ fn main() -> ExitCode {
         },
         Command::CheckConfig { file } => config_cmd::check(&file),
         Command::Subscribe { receiver, out, cfg } => subscribe(&cfg, &receiver, &out),
+        Command::Bench(args) => bench::main(args),
+        Command::Keygen { out } => audit::keygen(&out),
+        Command::Audit(cmd) => audit::run(cmd),
+        Command::Send {
+            url,
+            cert,
+            key,
+            ca,
+            files,
+        } => send::run(&url, &cert, &key, &ca, &files),
     }
 }

@@ -17,7 +17,7 @@ pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
     let dir = cfg.outbox_dir();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data dir {}", dir.display()))?;
-    let mut trees: Vec<&'static str> = sammen_outbox::trees::ALL.to_vec();
+    let mut trees: Vec<&'static str> = crate::audit::store_trees(cfg).to_vec();
     trees.extend(sammen_bus_store::TREES);
     let store: Arc<dyn Store> = match cfg.store.backend {
         StoreBackend::Fjall => Arc::new(
@@ -44,13 +44,16 @@ pub fn topology(cfg: &Config) -> Topology {
 /// Run the broker until SIGTERM or ctrl-c.
 pub async fn serve(cfg: Config) -> Result<()> {
     let store = open_store(&cfg)?;
-    let outbox: SharedOutbox = Arc::new(Outbox::open(
-        store.clone(),
-        OutboxConfig {
-            max_attempts: cfg.limits.max_attempts,
-            ttl: cfg.limits.message_ttl,
-        },
-    )?);
+    let outbox_cfg = OutboxConfig {
+        max_attempts: cfg.limits.max_attempts,
+        ttl: cfg.limits.message_ttl,
+    };
+    // Refuses to start on a rolled-back or altered audit log.
+    let audit_log = crate::audit::open_for_serve(&cfg, store.clone())?;
+    let outbox: SharedOutbox = Arc::new(match &audit_log {
+        Some(log) => Outbox::open_with_audit(log.clone(), outbox_cfg)?,
+        None => Outbox::open(store.clone(), outbox_cfg)?,
+    });
     let topo = topology(&cfg);
     let glns: Vec<String> = cfg.receivers.iter().map(|r| r.gln.clone()).collect();
     let bus: Arc<dyn Bus> = match cfg.bus.kind {
@@ -100,12 +103,18 @@ pub async fn serve(cfg: Config) -> Result<()> {
         relay.waker(),
     ));
 
-    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.http.listen))?;
-    let addr = listener.local_addr()?;
+    // HTTPS (dev PKI when none is configured) and/or plain HTTP on loopback when asked for.
+    let front = crate::serve_tls::bind(&cfg).await?;
     let stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(stop.child_token()));
+    let checkpoint_task = audit_log.clone().map(|log| {
+        let every = cfg.audit.checkpoint_interval;
+        tokio::spawn(crate::audit::run_checkpointer(
+            log,
+            every,
+            stop.child_token(),
+        ))
+    });
     let retention_task = tokio::spawn(run_retention(
         outbox.clone(),
         cfg.retention.purge_interval,
@@ -124,7 +133,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         _ => None,
     };
     info!(
-        listen = %addr,
+        listen = %front.describe(),
         bus = bus.status().kind,
         store = store.backend_name(),
         data_dir = %cfg.data_dir.display(),
@@ -133,19 +142,21 @@ pub async fn serve(cfg: Config) -> Result<()> {
         "sammen serving"
     );
     // One machine-readable line on stdout (tests and scripts read the bound port from it).
-    println!("sammen: listening on http://{addr}");
+    front.announce();
 
-    let app = sammen_ingress::router(ingress);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("http server")?;
+    front.run(ingress, shutdown_signal()).await?;
     info!("shutting down: stopping relay");
     stop.cancel();
     if let Ok(Err(e)) = relay_task.await {
         warn!(error = %e, "relay ended with an error");
     }
     let _ = retention_task.await;
+    if let Some(t) = checkpoint_task {
+        let _ = t.await;
+    }
+    if let Some(log) = &audit_log {
+        crate::audit::final_checkpoint(log);
+    }
     if let Some(t) = receipts_task {
         let _ = t.await;
     }
