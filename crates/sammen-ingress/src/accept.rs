@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, Limited};
 use sammen_model::{Issue, Report};
-use sammen_outbox::{AcceptOutcome, AcceptRequest, MessageMeta, OutboxError};
+use sammen_outbox::{AcceptAudit, AcceptOutcome, AcceptRequest, MessageMeta, OutboxError};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tracing::{debug, info, warn};
@@ -200,6 +200,13 @@ pub(crate) async fn post_message(
         debug!(family = ?report.family, errors = report.errors().count(), "refused: invalid");
         return answer::invalid(&report);
     }
+    // For the audit leaf: the patient is only ever stored as a keyed hash, the certificate by fingerprint.
+    let audit = AcceptAudit::default()
+        .patient(report.patient.clone())
+        .cert_fingerprint(
+            peer.as_ref()
+                .map(|axum::Extension(p)| p.cert.fingerprint.clone()),
+        );
     let req = match to_request(&ing, report, bytes.to_vec()) {
         Ok(r) => r,
         Err(report) => return answer::invalid(&report),
@@ -207,7 +214,7 @@ pub(crate) async fn post_message(
     let message_id = req.meta.message_id.clone();
     let family = req.meta.family;
     let ob = ing.outbox.clone();
-    let outcome = match tokio::task::spawn_blocking(move || ob.accept(req)).await {
+    let outcome = match tokio::task::spawn_blocking(move || ob.accept_with(req, audit)).await {
         Ok(r) => r,
         Err(_) => Err(OutboxError::Corrupt("accept task aborted".into())),
     };
