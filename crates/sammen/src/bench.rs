@@ -28,7 +28,8 @@ pub enum StoreArg {
 /// `sammen bench` flags.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Broker base URL (ignored with --spawn).
+    /// Broker base URL: http://host:port, or https://host:port with --cert/--key/--ca (mutual TLS).
+    /// Ignored with --spawn.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Concurrent HTTP clients (one keep-alive connection each).
@@ -79,6 +80,9 @@ pub struct BenchArgs {
     /// Messages in the baseline run (default: as many as were accepted, 10000..=50000).
     #[arg(long)]
     baseline_messages: Option<usize>,
+    /// Only examples sent by these GLNs (with mutual TLS: the organisations the certificate may send as).
+    #[arg(long = "sender")]
+    senders: Vec<String>,
     /// Client certificate (PEM) for HTTPS with mutual TLS.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
@@ -236,7 +240,11 @@ impl Template {
 }
 
 /// Valid examples whose ids can be rewritten (checked by validating one fresh copy of each).
-fn load_templates(dir: &Path, size: Option<usize>) -> Result<(Vec<Template>, Vec<String>)> {
+fn load_templates(
+    dir: &Path,
+    size: Option<usize>,
+    senders: &[String],
+) -> Result<(Vec<Template>, Vec<String>)> {
     let cases = sammen_adapters::conformance::load(dir)
         .with_context(|| format!("loading the conformance suite in {}", dir.display()))?;
     let opts = sammen_adapters::Options::default();
@@ -259,6 +267,9 @@ fn load_templates(dir: &Path, size: Option<usize>) -> Result<(Vec<Template>, Vec
             continue;
         }
         let r = sammen_adapters::validate(text.as_bytes(), &opts);
+        if !senders.is_empty() && !r.sender.gln.as_ref().is_some_and(|g| senders.contains(g)) {
+            continue;
+        }
         let Some(mid) = r.message_id.clone() else {
             skipped.push(format!("{name}: no message id"));
             continue;
@@ -300,16 +311,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 #[derive(Clone)]
 enum Connector {
     Plain,
+    /// HTTPS with a client certificate (mutual TLS), server verified against --ca.
+    Tls(
+        tokio_rustls::TlsConnector,
+        sammen_identity::rustls::pki_types::ServerName<'static>,
+    ),
 }
 
 impl Connector {
     async fn connect(&self, authority: &str) -> std::io::Result<Box<dyn Io>> {
+        let s = TcpStream::connect(authority).await?;
+        s.set_nodelay(true)?;
         match self {
-            Connector::Plain => {
-                let s = TcpStream::connect(authority).await?;
-                s.set_nodelay(true)?;
-                Ok(Box::new(s))
-            }
+            Connector::Plain => Ok(Box::new(s)),
+            Connector::Tls(tls, name) => Ok(Box::new(tls.connect(name.clone(), s).await?)),
         }
     }
 }
@@ -335,9 +350,23 @@ fn target(url: &str, a: &BenchArgs) -> Result<Target> {
             }
             Connector::Plain
         }
-        "https" => bail!(
-            "https:// needs the broker's TLS ingress (sammen-identity), which this build does not have yet"
-        ),
+        "https" => {
+            let (Some(cert), Some(key), Some(ca)) = (&a.cert, &a.key, &a.ca) else {
+                bail!("https:// needs --cert, --key and --ca");
+            };
+            let cfg =
+                sammen_identity::client_config_from_files(cert, key, std::slice::from_ref(ca))
+                    .context("loading the client certificate, key and CA")?;
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let name = sammen_identity::rustls::pki_types::ServerName::try_from(host)
+                .context("--url: host is not a valid TLS server name")?;
+            Connector::Tls(tokio_rustls::TlsConnector::from(cfg), name)
+        }
         _ => bail!("--url {url:?}: scheme must be http or https"),
     };
     let authority = if authority.contains(':') {
@@ -499,9 +528,16 @@ fn spawn_broker(a: &BenchArgs) -> Result<(Spawned, String)> {
         .stderr(std::fs::File::create(&log).context("creating the broker log")?)
         .spawn()
         .context("starting sammen serve")?;
+    // serve may print a few lines (e.g. a generated dev PKI) before the one with the address.
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
-        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let mut r = std::io::BufReader::new(out);
+        for _ in 0..20 {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 || line.contains("listening on") {
+                break;
+            }
+        }
     }
     let spawned = Spawned {
         child,
@@ -700,7 +736,7 @@ async fn run(mut a: BenchArgs) -> Result<()> {
     if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--rate must be positive");
     }
-    let (templates, skipped) = load_templates(&a.examples, a.size)?;
+    let (templates, skipped) = load_templates(&a.examples, a.size, &a.senders)?;
     if !skipped.is_empty() {
         // Envelopes carry the inner message base64-encoded: its ids cannot be rewritten in place.
         eprintln!(
@@ -1104,9 +1140,9 @@ mod tests {
     #[test]
     fn every_valid_example_family_is_usable() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance");
-        let (t, _) = load_templates(&dir, None).unwrap();
+        let (t, _) = load_templates(&dir, None, &[]).unwrap();
         assert!(t.len() >= 20, "{}", t.len());
-        let (t4, _) = load_templates(&dir, Some(4096)).unwrap();
+        let (t4, _) = load_templates(&dir, Some(4096), &[]).unwrap();
         assert!(!t4.is_empty());
     }
 }
