@@ -309,15 +309,7 @@ impl<S: Store> Outbox<S> {
             Some((k, _)) => u64_of(&k)? + 1,
             None => 1,
         };
-        let mut depth = 0u64;
-        let mut from = Vec::new();
-        loop {
-            let page = store.range(PENDING, &from, None, 4096)?;
-            let Some((last, _)) = page.last() else { break };
-            depth += page.len() as u64;
-            from = last.clone();
-            from.push(0);
-        }
+        let depth = count_pending(&store)?;
         Ok(Self {
             store,
             config,
@@ -528,7 +520,15 @@ impl<S: Store> Outbox<S> {
             (id, ticket)
         };
         let (id, ticket) = ticket;
-        ticket.wait()?;
+        let waited = ticket.wait();
+        if waited.is_err() {
+            // A failed commit may still have reached the disk (fjall after a failed sync): recount from the
+            // store instead of guessing, so the depth cannot drift (found by the HTTP disk-full test).
+            if let Ok(n) = count_pending(&self.store) {
+                self.depth.store(n, Ordering::Relaxed);
+            }
+        }
+        waited?;
         self.depth.fetch_add(1, Ordering::Relaxed);
         drop(guard);
         Ok(match original {
@@ -648,7 +648,12 @@ impl<S: Store> Outbox<S> {
         }
         self.submit(b, leaves)?.wait()?;
         if left_queue {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
+            // Saturating: a record whose failed accept still landed was never counted.
+            let _ = self
+                .depth
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                    Some(d.saturating_sub(1))
+                });
         }
         Ok(status)
     }
@@ -834,4 +839,18 @@ impl<S: Store> Outbox<S> {
         }
         Ok(stats)
     }
+}
+
+/// Number of records waiting to be published (the `pending` tree), read page by page.
+fn count_pending<S: Store>(store: &S) -> Result<u64, OutboxError> {
+    let mut depth = 0u64;
+    let mut from = Vec::new();
+    loop {
+        let page = store.range(PENDING, &from, None, 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        depth += page.len() as u64;
+        from = last.clone();
+        from.push(0);
+    }
+    Ok(depth)
 }
