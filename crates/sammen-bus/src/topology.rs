@@ -165,6 +165,17 @@ impl Topology {
                 Self::binding_key(gln),
             ));
         }
+        // Receipts from subscribers (see `receipts`): declared here too, so a locked-down RabbitMQ
+        // (subscribers without configure permission) still has it.
+        queues.push(queue(
+            crate::receipts::receipts_queue(self),
+            Value::Object(
+                crate::receipts::receipts_queue_arguments()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), Value::from(v)))
+                    .collect::<Map<_, _>>(),
+            ),
+        ));
         // The policy covers inbox queues someone declares by hand without our arguments.
         let mut policy_def = Map::new();
         for (k, v) in self.inbox_arguments() {
@@ -231,6 +242,13 @@ mod tests {
         };
         assert_eq!(names("exchanges"), [ROUTE_EXCHANGE, DEAD_EXCHANGE]);
         assert!(names("queues").contains(&DEAD_QUEUE.to_string()));
+        let receipts = got["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == crate::receipts::RECEIPTS_QUEUE)
+            .expect("the receipts queue is declared");
+        assert_eq!(receipts["arguments"][ARG_QUEUE_TYPE], QUEUE_TYPE_QUORUM);
         let inbox = &got["queues"][1];
         assert_eq!(inbox["name"], format!("{INBOX_PREFIX}5790001348120"));
         assert_eq!(inbox["arguments"][ARG_QUEUE_TYPE], QUEUE_TYPE_QUORUM);
