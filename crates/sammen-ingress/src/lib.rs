@@ -20,18 +20,26 @@
 //!   whose sender is not one of the certificate's identities is refused with 403 and a reason, before it is
 //!   stored. Plain HTTP ([`router`] on a loopback listener) has no peer and no such check.
 //!
-//! Routes: `POST /v1/messages`, `GET /v1/messages/{id}`, `GET /healthz`, `GET /readyz` ([`router`];
+//! - Inbox ([`inbox`]): a receiver's messages go only to a certificate allowed to receive for its GLN
+//!   (plain HTTP has no peer and reads no inbox); a delivery is acked on the bus only after its HTTP ack,
+//!   and one not acked within the visibility timeout, or unacked when the process stops, goes back to its
+//!   queue. Memory per receiver is bounded by `max_unsettled`, never by the backlog.
+//!
+//! Routes: `POST /v1/messages`, `GET /v1/messages/{id}`, `GET /v1/inbox/{gln}`,
+//! `POST /v1/inbox/{gln}/{delivery_id}/ack`, `GET /healthz`, `GET /readyz` ([`router`];
 //! [`tls::tls_router`] for HTTPS).
 #![forbid(unsafe_code)]
 
 mod accept;
 mod answer;
+pub mod inbox;
 mod receivers;
 mod state;
 mod status;
 pub mod tls;
 
 pub use answer::{Accepted, ErrorBody, UNKNOWN_RECEIVER};
+pub use inbox::{InboxConfig, InboxRegistry};
 pub use receivers::Receivers;
 pub use state::{Ingress, IngressConfig, SharedOutbox};
 pub use status::{status_view, RecordView, StatusView, StepView};
@@ -45,6 +53,8 @@ pub fn router(state: Arc<Ingress>) -> Router {
     Router::new()
         .route("/v1/messages", post(accept::post_message))
         .route("/v1/messages/{id}", get(status::get_message))
+        .route("/v1/inbox/{gln}", get(inbox::get_inbox))
+        .route("/v1/inbox/{gln}/{delivery_id}/ack", post(inbox::post_ack))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .with_state(state)

@@ -32,6 +32,11 @@ impl Receivers {
         }
     }
 
+    /// True when `gln` is a receiver the broker serves.
+    pub fn contains(&self, gln: &str) -> bool {
+        self.glns.contains(gln)
+    }
+
     /// Every GLN.
     pub fn glns(&self) -> impl Iterator<Item = &str> {
         self.glns.iter().map(String::as_str)

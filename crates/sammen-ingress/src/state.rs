@@ -1,5 +1,6 @@
 //! Shared state of the ingress.
 
+use crate::inbox::{InboxConfig, InboxRegistry};
 use crate::receivers::Receivers;
 use sammen_adapters::Options;
 use sammen_bus::Bus;
@@ -43,6 +44,7 @@ pub struct Ingress {
     pub(crate) receivers: Receivers,
     pub(crate) cfg: IngressConfig,
     pub(crate) wake: Arc<Notify>,
+    pub(crate) inbox: Arc<InboxRegistry>,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -62,12 +64,33 @@ impl Ingress {
     ) -> Self {
         // The validator's own size limit must not be smaller than the body limit we enforce.
         cfg.validate.limits.max_bytes = cfg.validate.limits.max_bytes.max(cfg.max_body);
+        let inbox = Arc::new(InboxRegistry::new(
+            bus.clone(),
+            outbox.clone(),
+            InboxConfig::default(),
+        ));
         Ingress {
             outbox,
             bus,
             receivers,
             cfg,
             wake,
+            inbox,
         }
+    }
+
+    /// The same state with inbox limits `cfg` (`GET /v1/inbox/{gln}`).
+    pub fn with_inbox(mut self, cfg: InboxConfig) -> Self {
+        self.inbox = Arc::new(InboxRegistry::new(
+            self.bus.clone(),
+            self.outbox.clone(),
+            cfg,
+        ));
+        self
+    }
+
+    /// The inbox registry (shut it down and close it when the server stops).
+    pub fn inbox(&self) -> &Arc<InboxRegistry> {
+        &self.inbox
     }
 }
