@@ -343,6 +343,24 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listener_and_log_settings() {
+        let c = parse("").unwrap();
+        assert_eq!(c.http.metrics_listen, None);
+        assert_eq!(c.log.format, None);
+        let c = parse(
+            "[http]\nmetrics_listen = \"0.0.0.0:9464\"\n[log]\nlevel = \"debug\"\nformat = \"text\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.metrics_listen.map(|a| a.port()), Some(9464));
+        assert_eq!(c.log.format, Some(crate::model::LogFormat::Text));
+        assert_eq!(c.log.level, "debug");
+        let e = parse("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert_eq!(keys(e), ["log.format"]);
+        let e = parse("[log]\nlevl = \"info\"\n").unwrap_err();
+        assert_eq!(keys(e), ["log.levl"]);
+    }
+
+    #[test]
     fn shipped_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/sammen.example.toml");
         let c = load(&path).unwrap();

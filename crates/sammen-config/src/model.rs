@@ -43,6 +43,9 @@ pub struct Config {
     /// Signed audit log (`[audit]`).
     #[serde(default)]
     pub audit: crate::audit::AuditLogConfig,
+    /// Logging (`[log]`).
+    #[serde(default)]
+    pub log: LogSettings,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -62,6 +65,42 @@ impl Default for Config {
             tls: None,
             partners: Vec::new(),
             audit: crate::audit::AuditLogConfig::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (services).
+    Json,
+    /// Human-readable lines (a terminal).
+    Text,
+}
+
+/// `[log]`. The environment overrides both keys: `SAMMEN_LOG` (filter) and `SAMMEN_LOG_FORMAT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Filter directives (`info`, `info,sammen=debug,lapin=warn`).
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// Absent: text when stderr is a terminal, JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<LogFormat>,
+}
+
+fn default_log_level() -> String {
+    "info,lapin=warn".into()
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: default_log_level(),
+            format: None,
         }
     }
 }
@@ -76,7 +115,16 @@ pub struct HttpConfig {
     /// Serve plain HTTP on `listen` (explicit opt-in; `--plain-http` or `--listen` on the command line).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain: bool,
+    /// Plain-HTTP listener for `GET /metrics` only (Prometheus text). Absent: [`DEFAULT_METRICS_LISTEN`],
+    /// best effort (a second broker on the same host still starts, without it). Set: must bind; port 0
+    /// picks a free port. Not limited to loopback: metrics carry no personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
+
+/// Where `/metrics` is served when `http.metrics_listen` is not set (loopback: opt in to expose it).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -87,6 +135,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_listen(),
             plain: false,
+            metrics_listen: None,
         }
     }
 }

@@ -60,6 +60,11 @@
 //! - [`Outbox::record`] writes events from outside the outbox (received, rejected by validation,
 //!   certificate/identity refusals, operator actions) as their own batch.
 //!
+//! ## Observing
+//! [`Outbox::with_observer`] registers a [`TransitionObserver`], called after every state change is durable
+//! (not for accept, duplicate and conflict, which the caller sees in [`AcceptOutcome`]); `sammen serve` turns
+//! these into metrics, so every path that changes a state is counted without instrumenting each caller.
+//!
 //! ## Recovery
 //! Nothing to replay: on open the store runs its engine's recovery, the outbox recomputes the id allocator
 //! (max of the counter and the last `meta` key + 1) and the pending depth (count of `pending`). Records that
@@ -70,7 +75,7 @@
 mod outbox;
 mod types;
 
-pub use outbox::{party_key, trees, Clock, Outbox, CONFLICT_CODE, MAX_ID_LEN};
+pub use outbox::{party_key, trees, Clock, Outbox, TransitionObserver, CONFLICT_CODE, MAX_ID_LEN};
 pub use types::{
     AcceptAudit, AcceptOutcome, AcceptRequest, AttemptOutcome, MessageMeta, OutboxConfig,
     OutboxError, Pending, PurgeStats, RecordId, State, Status, Step,

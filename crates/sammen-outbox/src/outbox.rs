@@ -77,6 +77,15 @@ const PURGE_CHUNK: usize = 256;
 /// Source of "now" for timelines; tests inject their own.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
+/// Told about every state change once it is durable (telemetry: delivered, acknowledged, overdue, dead
+/// are counted here, whoever made the change: relay, receipts, inbox acks, acknowledgement matching).
+/// Called on the thread that made the change, while the record is still locked: keep it cheap, and never
+/// call back into the outbox.
+pub trait TransitionObserver: Send + Sync {
+    /// `status` entered its current state from `from`.
+    fn on_transition(&self, from: State, status: &Status);
+}
+
 /// The durable outbox. Share it with `Arc`; every method takes `&self`.
 pub struct Outbox<S: Store> {
     store: S,
@@ -90,6 +99,8 @@ pub struct Outbox<S: Store> {
     depth: AtomicU64,
     /// When set, every change commits together with its audit leaf.
     audit: Option<Arc<AuditLog<S>>>,
+    /// Told about every committed state change.
+    observer: Option<Arc<dyn TransitionObserver>>,
 }
 
 /// A submitted batch: plain, or carrying audit leaves.
@@ -319,6 +330,7 @@ impl<S: Store> Outbox<S> {
             freed: Condvar::new(),
             depth: AtomicU64::new(depth),
             audit: None,
+            observer: None,
         })
     }
 
@@ -370,6 +382,12 @@ impl<S: Store> Outbox<S> {
             .store
             .get(AUDIT_PATIENT, &id_key(id))?
             .and_then(|v| String::from_utf8(v).ok()))
+    }
+
+    /// Tell `observer` about every state change from now on ([`TransitionObserver`]).
+    pub fn with_observer(mut self, observer: Arc<dyn TransitionObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Replace the clock used for timeline times.
@@ -623,6 +641,7 @@ impl<S: Store> Outbox<S> {
     ) -> Result<Status, OutboxError> {
         let _guard = self.lock_keys(vec![busy_id(id)]);
         let mut status = self.status(id)?.ok_or(OutboxError::NotFound(id))?;
+        let from = status.state;
         let was_pending = status.state == State::Accepted;
         let steps = status.timeline.len();
         let mut b = Batch::new();
@@ -654,6 +673,9 @@ impl<S: Store> Outbox<S> {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
                     Some(d.saturating_sub(1))
                 });
+        }
+        if let Some(o) = self.observer.as_ref().filter(|_| status.state != from) {
+            o.on_transition(from, &status);
         }
         Ok(status)
     }
