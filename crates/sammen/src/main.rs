@@ -4,6 +4,7 @@
 mod audit;
 mod bench;
 mod config_cmd;
+mod inbox_cmd;
 mod send;
 mod serve;
 mod serve_fmt;
@@ -108,6 +109,35 @@ enum Command {
         /// Message files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Read GLN's inbox over mutual TLS (GET /v1/inbox/GLN): one JSON line per message. Without --ack one
+    /// message is shown (it returns after the visibility timeout); with --ack --out DIR every message is
+    /// stored as DIR/<message_id>.xml (synced) and acked, until the inbox is empty. Exit 0 done, 1 refused,
+    /// 2 transport or usage error.
+    Inbox {
+        /// Broker URL.
+        #[arg(long, default_value = "https://127.0.0.1:8443")]
+        url: String,
+        /// Client certificate (PEM), e.g. data/pki/municipality.crt.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Client private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// CA bundle that signed the broker's certificate.
+        #[arg(long, default_value = "data/pki/ca.crt")]
+        ca: Vec<PathBuf>,
+        /// Seconds to wait for a message (long poll).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Store each message here (needed for --ack).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Ack each stored message and go on until the inbox is empty.
+        #[arg(long)]
+        ack: bool,
+        /// Receiver GLN.
+        gln: String,
     },
 }
 
@@ -258,5 +288,24 @@ fn main() -> ExitCode {
             ca,
             files,
         } => send::run(&url, &cert, &key, &ca, &files),
+        Command::Inbox {
+            url,
+            cert,
+            key,
+            ca,
+            wait,
+            out,
+            ack,
+            gln,
+        } => inbox_cmd::run(&inbox_cmd::Args {
+            url: &url,
+            cert: &cert,
+            key: &key,
+            ca: &ca,
+            gln: &gln,
+            wait,
+            out: out.as_deref(),
+            ack,
+        }),
     }
 }

@@ -62,14 +62,15 @@ pub fn run(url: &str, cert: &Path, key: &Path, ca: &[PathBuf], files: &[PathBuf]
     })
 }
 
-struct Target {
-    host: String,
-    port: u16,
-    base: String,
+/// Where a broker is (`--url`); `sammen inbox` uses it too.
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) base: String,
 }
 
 impl Target {
-    fn parse(url: &str) -> Result<Self> {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
         let uri: axum::http::Uri = url.parse().with_context(|| format!("--url {url:?}"))?;
         if uri.scheme_str() != Some("https") {
             bail!("--url must start with https://");

@@ -103,6 +103,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
         relay.waker(),
     ));
 
+    let inbox_registry = ingress.inbox().clone();
+
     // HTTPS (dev PKI when none is configured) and/or plain HTTP on loopback when asked for.
     let front = crate::serve_tls::bind(&cfg).await?;
     let stop = CancellationToken::new();
@@ -144,7 +146,14 @@ pub async fn serve(cfg: Config) -> Result<()> {
     // One machine-readable line on stdout (tests and scripts read the bound port from it).
     front.announce();
 
-    front.run(ingress, shutdown_signal()).await?;
+    // Open inbox long polls answer 204 as soon as shutdown starts, so they do not hold up the drain.
+    let inbox = inbox_registry.clone();
+    front
+        .run(ingress, async move {
+            shutdown_signal().await;
+            inbox.shutdown();
+        })
+        .await?;
     info!("shutting down: stopping relay");
     stop.cancel();
     if let Ok(Err(e)) = relay_task.await {
@@ -160,6 +169,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     if let Some(t) = receipts_task {
         let _ = t.await;
     }
+    // Unacked inbox deliveries go back to their queues before the bus closes.
+    inbox_registry.close().await;
     bus.close().await;
     info!("stopped");
     Ok(())
