@@ -244,6 +244,19 @@ impl Config {
         if r.purge_interval.is_zero() {
             p("retention.purge_interval".into(), "must be positive");
         }
+        let i = &self.inbox;
+        if i.visibility_timeout.is_zero() {
+            p("inbox.visibility_timeout".into(), "must be positive");
+        }
+        if i.max_unsettled == 0 {
+            p("inbox.max_unsettled".into(), "must be at least 1");
+        }
+        if i.max_batch == 0 || i.max_batch > usize::from(i.max_unsettled) {
+            p(
+                "inbox.max_batch".into(),
+                "must be between 1 and inbox.max_unsettled",
+            );
+        }
         if ps.is_empty() {
             Ok(())
         } else {
@@ -358,6 +371,21 @@ mod tests {
         assert_eq!(keys(e), ["log.format"]);
         let e = parse("[log]\nlevl = \"info\"\n").unwrap_err();
         assert_eq!(keys(e), ["log.levl"]);
+    }
+
+    #[test]
+    fn inbox_settings() {
+        let c = parse("[inbox]\nvisibility_timeout = \"30s\"\nmax_unsettled = 8\nmax_batch = 4\n")
+            .unwrap();
+        assert_eq!(
+            c.inbox.visibility_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!((c.inbox.max_unsettled, c.inbox.max_batch), (8, 4));
+        let e = parse("[inbox]\nmax_batch = 64\n").unwrap_err();
+        assert_eq!(keys(e), ["inbox.max_batch"]);
+        let e = parse("[inbox]\nvisibility = \"1s\"\n").unwrap_err();
+        assert_eq!(keys(e), ["inbox.visibility"]);
     }
 
     #[test]

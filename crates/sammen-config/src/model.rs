@@ -43,6 +43,9 @@ pub struct Config {
     /// Signed audit log (`[audit]`).
     #[serde(default)]
     pub audit: crate::audit::AuditLogConfig,
+    /// HTTP inbox for receivers without AMQP (`[inbox]`).
+    #[serde(default)]
+    pub inbox: InboxSettings,
     /// Logging (`[log]`).
     #[serde(default)]
     pub log: LogSettings,
@@ -65,6 +68,7 @@ impl Default for Config {
             tls: None,
             partners: Vec::new(),
             audit: crate::audit::AuditLogConfig::default(),
+            inbox: InboxSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -297,6 +301,48 @@ impl Default for Limits {
             max_returns: default_max_returns(),
             message_ttl: default_message_ttl(),
             blocking_validate_bytes: default_blocking_validate_bytes(),
+        }
+    }
+}
+
+/// `[inbox]`: `GET /v1/inbox/{gln}` long polls and their acks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxSettings {
+    /// Longest long poll (`wait` is capped to it).
+    #[serde(default = "default_inbox_max_wait", with = "crate::duration")]
+    pub max_wait: Duration,
+    /// A delivery not acked within this goes back to the queue and is handed out again.
+    #[serde(default = "default_inbox_visibility", with = "crate::duration")]
+    pub visibility_timeout: Duration,
+    /// Deliveries per receiver held at once (handed out or waiting for a poller): bounds memory.
+    #[serde(default = "default_inbox_max_unsettled")]
+    pub max_unsettled: u16,
+    /// Most messages in one response (`max`).
+    #[serde(default = "default_inbox_max_batch")]
+    pub max_batch: usize,
+}
+
+fn default_inbox_max_wait() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_inbox_visibility() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_inbox_max_unsettled() -> u16 {
+    32
+}
+fn default_inbox_max_batch() -> usize {
+    16
+}
+
+impl Default for InboxSettings {
+    fn default() -> Self {
+        InboxSettings {
+            max_wait: default_inbox_max_wait(),
+            visibility_timeout: default_inbox_visibility(),
+            max_unsettled: default_inbox_max_unsettled(),
+            max_batch: default_inbox_max_batch(),
         }
     }
 }
