@@ -89,19 +89,27 @@ pub async fn serve(cfg: Config) -> Result<()> {
             .iter()
             .map(|r| (r.gln.as_str(), r.sor.as_deref())),
     );
-    let ingress = Arc::new(Ingress::new(
-        outbox.clone(),
-        bus.clone(),
-        receivers,
-        IngressConfig {
-            max_body: cfg.limits.max_message_bytes,
-            max_depth: cfg.limits.outbox_max_depth,
-            retry_after_secs: cfg.limits.retry_after_secs,
-            blocking_validate_bytes: cfg.limits.blocking_validate_bytes,
-            ..IngressConfig::default()
-        },
-        relay.waker(),
-    ));
+    let ingress = Arc::new(
+        Ingress::new(
+            outbox.clone(),
+            bus.clone(),
+            receivers,
+            IngressConfig {
+                max_body: cfg.limits.max_message_bytes,
+                max_depth: cfg.limits.outbox_max_depth,
+                retry_after_secs: cfg.limits.retry_after_secs,
+                blocking_validate_bytes: cfg.limits.blocking_validate_bytes,
+                ..IngressConfig::default()
+            },
+            relay.waker(),
+        )
+        .with_inbox(sammen_ingress::InboxConfig {
+            max_wait: cfg.inbox.max_wait,
+            visibility_timeout: cfg.inbox.visibility_timeout,
+            max_unsettled: cfg.inbox.max_unsettled,
+            max_batch: cfg.inbox.max_batch,
+        }),
+    );
 
     let inbox_registry = ingress.inbox().clone();
 
