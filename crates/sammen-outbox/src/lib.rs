@@ -21,6 +21,7 @@
 //! | `pending` | id | (empty): all records still to publish, in accept order |
 //! | `fin_payload`, `fin_meta` | finished_ms ‖ id | (empty): retention queues |
 //! | `counters` | `next_id` | next id (never reused, even after purge) |
+//! | `await_ack` | received_ms ‖ id | (empty): records waiting for an acknowledgement |
 //! | `audit_patient` | id | patient pseudonym (hex HMAC): audit only ([`trees::AUDITED`]) |
 //!
 //! ## Invariants
@@ -38,6 +39,17 @@
 //! - Every transition is validated ([`State::can_go_to`]), appended to the timeline and committed durably
 //!   before the call returns. Operations on one record (and accepts of one dedupe key) are serialised
 //!   in memory; different records share group commits.
+//! - Acknowledgements ([`Outbox::accept_acknowledgement`]): the ack's accept and the move of the records it
+//!   answers (same message id, sent by the ack's receiver to the ack's sender) to `acknowledged(code)`,
+//!   with their `acknowledged_by` link and leaves, are **one batch**. An original keeps its first
+//!   acknowledgement: a different one is refused ([`ALREADY_ACKNOWLEDGED_CODE`]), as is an ack answering
+//!   an ack ([`ACK_OF_ACK_CODE`]); an ack matching nothing is stored and queued with no originals.
+//! - A resend of an acknowledged message is stored as acknowledged (never forwarded) and the stored
+//!   acknowledgement is queued again for the sender as a new record flagged as a resend, in one batch: the
+//!   same answer, never a different one. Without the stored payload (purged) the resend is forwarded.
+//! - A non-acknowledgement record sits in `await_ack` (key: received time ‖ id) until it is acknowledged,
+//!   overdue or dead; [`Outbox::mark_overdue_before`] walks only that index and never resends anything.
+//!   Acknowledgements are never in it (MedCom KR2).
 //! - A record that reaches a final state gets retention entries; `purge` drops its payload after
 //!   `payload_ttl` and the whole record, with its dedupe keys, after `meta_ttl`.
 //!
@@ -75,10 +87,14 @@
 mod outbox;
 mod types;
 
-pub use outbox::{party_key, trees, Clock, Outbox, TransitionObserver, CONFLICT_CODE, MAX_ID_LEN};
+pub use outbox::{
+    party_key, trees, Clock, Outbox, TransitionObserver, ACK_OF_ACK_CODE,
+    ALREADY_ACKNOWLEDGED_CODE, CONFLICT_CODE, MAX_ID_LEN,
+};
 pub use types::{
-    AcceptAudit, AcceptOutcome, AcceptRequest, AttemptOutcome, MessageMeta, OutboxConfig,
-    OutboxError, Pending, PurgeStats, RecordId, State, Status, Step,
+    AcceptAudit, AcceptOutcome, AcceptRequest, AckAcceptOutcome, AckLink, Answers, AttemptOutcome,
+    MessageMeta, OutboxConfig, OutboxError, OverdueScan, Pending, PurgeStats, RecordId, State,
+    Status, Step,
 };
 
 /// Re-exported so callers of the audited outbox name one crate.

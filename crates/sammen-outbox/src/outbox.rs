@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sammen_audit::{AuditLog, Event, LeafEvent, LeafIndex, Outcome, PendingCommit};
-use sammen_model::{AckCode, Party};
+use sammen_model::{AckCode, Party, ResponseRef};
 use sammen_store::{Batch, Store, Ticket};
 use sha2::{Digest, Sha256};
 
@@ -32,6 +32,8 @@ pub mod trees {
     pub const FIN_META: &str = "fin_meta";
     /// `next_id` → u64: the id allocator's high-water mark.
     pub const COUNTERS: &str = "counters";
+    /// `received_ms‖id` → empty: records waiting for an acknowledgement (the overdue scanner's index).
+    pub const AWAIT_ACK: &str = "await_ack";
     /// `id` → patient pseudonym (hex HMAC, never the CPR): for the leaves after `accepted`. Audit only.
     pub const AUDIT_PATIENT: &str = "audit_patient";
     /// All trees, for opening a store.
@@ -45,6 +47,7 @@ pub mod trees {
         FIN_PAYLOAD,
         FIN_META,
         COUNTERS,
+        AWAIT_ACK,
     ];
     /// [`ALL`] plus the audit log's trees and [`AUDIT_PATIENT`]: open the store with these for
     /// [`crate::Outbox::open_with_audit`].
@@ -58,6 +61,7 @@ pub mod trees {
         FIN_PAYLOAD,
         FIN_META,
         COUNTERS,
+        AWAIT_ACK,
         AUDIT_PATIENT,
         sammen_audit::trees::LEAVES,
         sammen_audit::trees::NODES,
@@ -164,6 +168,56 @@ fn state_event(state: State) -> Option<(Event, Outcome)> {
 
 /// Stable code of the dedupe refusal, as in the `rejected` leaf.
 pub const CONFLICT_CODE: &str = "outbox.envelope-id-conflict";
+/// Stable code: an acknowledgement answering an acknowledgement (MedCom KR2), as in the `rejected` leaf.
+pub const ACK_OF_ACK_CODE: &str = "ack.answers-acknowledgement";
+/// Stable code: a second, different acknowledgement for an acknowledged message, as in the `rejected` leaf.
+pub const ALREADY_ACKNOWLEDGED_CODE: &str = "ack.already-acknowledged";
+
+/// What `accept_impl` did; the public accept calls map it to their outcome types.
+enum Done {
+    Stored {
+        id: RecordId,
+        original: Option<RecordId>,
+        originals: Vec<RecordId>,
+    },
+    Duplicate {
+        id: RecordId,
+    },
+    Conflict {
+        existing: RecordId,
+    },
+    Answered {
+        id: RecordId,
+        original: RecordId,
+        ack: AckLink,
+        reroute: RecordId,
+    },
+    Refused(AckAcceptOutcome),
+}
+
+fn await_key(s: &Status) -> Vec<u8> {
+    fin_key(s.meta.received, s.id)
+}
+
+/// Index changes for `status` having moved on from `was`: out of the publish queue once it leaves
+/// `accepted`; out of the overdue index once acknowledged, overdue or dead. True when it left the queue.
+fn index_effects(was: State, status: &Status, b: &mut Batch) -> bool {
+    let left_queue = was == State::Accepted && status.state != State::Accepted;
+    if left_queue {
+        b.delete(
+            QUEUE,
+            queue_key(&party_key(&status.meta.receiver), status.id),
+        );
+        b.delete(PENDING, id_key(status.id));
+    }
+    if matches!(
+        status.state,
+        State::Acknowledged(_) | State::Overdue | State::Dead
+    ) {
+        b.delete(AWAIT_ACK, await_key(status));
+    }
+    left_queue
+}
 
 impl<S: Store> std::fmt::Debug for Outbox<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -429,11 +483,80 @@ impl<S: Store> Outbox<S> {
     }
 
     /// [`Self::accept`] with what only the audit leaf needs (the patient id is hashed, never stored).
+    ///
+    /// A resend of a message that is already acknowledged is answered with that acknowledgement
+    /// ([`AcceptOutcome::AlreadyAcknowledged`]) when its payload is still kept; otherwise it is forwarded.
     pub fn accept_with(
         &self,
         req: AcceptRequest,
         extra: AcceptAudit,
     ) -> Result<AcceptOutcome, OutboxError> {
+        Ok(match self.accept_impl(req, extra, None)? {
+            Done::Stored {
+                id,
+                original: Some(original),
+                ..
+            } => AcceptOutcome::Resend { id, original },
+            Done::Stored { id, .. } => AcceptOutcome::Accepted { id },
+            Done::Duplicate { id } => AcceptOutcome::Duplicate { id },
+            Done::Conflict { existing } => AcceptOutcome::Conflict { existing },
+            Done::Answered {
+                id,
+                original,
+                ack,
+                reroute,
+            } => AcceptOutcome::AlreadyAcknowledged {
+                id,
+                original,
+                ack,
+                reroute,
+            },
+            // Only acknowledgements are refused for what they answer.
+            Done::Refused(_) => return Err(OutboxError::InvalidRequest("not an acknowledgement")),
+        })
+    }
+
+    /// Accept an acknowledgement (FHIR Acknowledgement, OIOXML XCTL receipt) that answers `response`:
+    /// dedupe as [`Self::accept_with`], then correlate it with the records it answers (same message id,
+    /// sent by its receiver to its sender) and move them to `acknowledged(code)`, linked to it, in **the
+    /// same batch** as its own acceptance (their leaves too). It is stored and queued for its receiver
+    /// even when nothing here matches (`originals` empty: uncorrelated). Refused, with nothing but a
+    /// `rejected` leaf written, when it answers an acknowledgement or a record already answered by a
+    /// different acknowledgement (the first is kept).
+    pub fn accept_acknowledgement(
+        &self,
+        req: AcceptRequest,
+        extra: AcceptAudit,
+        response: &ResponseRef,
+    ) -> Result<AckAcceptOutcome, OutboxError> {
+        Ok(match self.accept_impl(req, extra, Some(response))? {
+            Done::Stored {
+                id,
+                original,
+                originals,
+            } => AckAcceptOutcome::Accepted {
+                id,
+                resend_of: original,
+                originals,
+            },
+            Done::Duplicate { id } => AckAcceptOutcome::Duplicate { id },
+            Done::Conflict { existing } => AckAcceptOutcome::Conflict { existing },
+            Done::Refused(o) => o,
+            // Acknowledgements are never acknowledged, so a resend of one is never `Answered`.
+            Done::Answered { id, original, .. } => AckAcceptOutcome::Accepted {
+                id,
+                resend_of: Some(original),
+                originals: Vec::new(),
+            },
+        })
+    }
+
+    fn accept_impl(
+        &self,
+        req: AcceptRequest,
+        extra: AcceptAudit,
+        response: Option<&ResponseRef>,
+    ) -> Result<Done, OutboxError> {
         let meta = req.meta;
         check_id(&meta.message_id, "message id must be 1..=1024 bytes")?;
         check_id(&meta.envelope_id, "envelope id must be 1..=1024 bytes")?;
@@ -445,63 +568,125 @@ impl<S: Store> Outbox<S> {
         }
         let ekey = envelope_key(&sender, &meta.envelope_id);
         let mkey = message_key(&sender, &meta.message_id);
-        let mut guard = self.lock_keys(vec![ekey.clone(), mkey.clone()]);
+        // Records the acknowledgement may answer: read first, then locked with the dedupe keys, so no
+        // relay or receipt changes them between our read and our commit.
+        let candidates = match response {
+            Some(r) if check_id(&r.message_id, "").is_ok() => self.find(&r.message_id)?,
+            _ => Vec::new(),
+        };
+        let mut keys = vec![ekey.clone(), mkey.clone()];
+        keys.extend(candidates.iter().map(|id| busy_id(*id)));
+        let mut guard = self.lock_keys(keys);
 
         let pseudonym = match (&self.audit, &extra.patient) {
             (Some(a), Some(p)) => Some(a.config().patient_key.pseudonym(p.expose())),
             _ => None,
         };
-        let leaf = |event, outcome, at, sha256| {
-            let mut e = leaf_of(&meta, sha256, event, outcome, at, pseudonym.clone());
+        let leaf = |meta: &MessageMeta, event, outcome, at, sha256| {
+            let mut e = leaf_of(meta, sha256, event, outcome, at, pseudonym.clone());
             e.cert_fingerprint.clone_from(&extra.cert_fingerprint);
             e
         };
+        let sha_bytes: [u8; 32] = Sha256::digest(&req.bytes).into();
+        let mut leaves = Vec::new();
+        if self.audit.is_some() && extra.received {
+            let (ev, ok) = (Event::Received, Outcome::Success);
+            leaves.push(leaf(&meta, ev, ok, meta.received, Some(sha_bytes)));
+        }
+        // Nothing changes in the outbox: the leaves are their own batch, durable before we answer.
+        let refuse =
+            |mut leaves: Vec<LeafEvent>, code: &str, done: Done| -> Result<Done, OutboxError> {
+                if self.audit.is_some() {
+                    let ev = Event::Rejected { code: code.into() };
+                    let at = self.now();
+                    leaves.push(leaf(
+                        &meta,
+                        ev,
+                        Outcome::SeriousFailure,
+                        at,
+                        Some(sha_bytes),
+                    ));
+                    self.submit(Batch::new(), leaves)?.wait()?;
+                }
+                Ok(done)
+            };
         if let Some(v) = self.store.get(DEDUPE, &ekey)? {
             let id = RecordId(u64_of(&v)?);
-            let (outcome, event, result) = if v.get(8..) == Some(meta.message_id.as_bytes()) {
-                (
-                    Outcome::Success,
-                    Event::Duplicate,
-                    AcceptOutcome::Duplicate { id },
-                )
-            } else {
-                let code = CONFLICT_CODE.to_owned();
-                let ev = Event::Rejected { code };
-                (
-                    Outcome::SeriousFailure,
-                    ev,
-                    AcceptOutcome::Conflict { existing: id },
-                )
-            };
-            // Nothing changes in the outbox, so the leaf is its own batch; answered only once durable.
-            if self.audit.is_some() {
-                let sha = Sha256::digest(&req.bytes).into();
-                let ev = leaf(event, outcome, self.now(), Some(sha));
-                self.submit(Batch::new(), vec![ev])?.wait()?;
+            if v.get(8..) != Some(meta.message_id.as_bytes()) {
+                return refuse(leaves, CONFLICT_CODE, Done::Conflict { existing: id });
             }
-            return Ok(result);
+            if self.audit.is_some() {
+                let (ev, ok) = (Event::Duplicate, Outcome::Success);
+                leaves.push(leaf(&meta, ev, ok, self.now(), Some(sha_bytes)));
+                self.submit(Batch::new(), leaves)?.wait()?;
+            }
+            return Ok(Done::Duplicate { id });
         }
         let original = match self.store.get(DEDUPE, &mkey)? {
             Some(v) => Some(RecordId(u64_of(&v)?)),
             None => None,
         };
 
-        let sha_bytes: [u8; 32] = Sha256::digest(&req.bytes).into();
+        // What this acknowledgement answers: the records with its message id that its receiver sent to
+        // its sender.
+        let mut answered = Vec::new();
+        if let Some(r) = response {
+            for id in &candidates {
+                let Some(s) = self.status(*id)? else { continue };
+                if s.meta.message_id == r.message_id
+                    && party_key(&s.meta.sender) == receiver
+                    && party_key(&s.meta.receiver) == sender
+                {
+                    answered.push(s);
+                }
+            }
+            if let Some(s) = answered.iter().find(|s| s.meta.family.is_acknowledgement()) {
+                let done =
+                    Done::Refused(AckAcceptOutcome::AnswersAcknowledgement { original: s.id });
+                return refuse(leaves, ACK_OF_ACK_CODE, done);
+            }
+            let other = answered.iter().find_map(|s| {
+                s.acknowledged_by
+                    .as_ref()
+                    .filter(|l| l.message_id != meta.message_id)
+                    .map(|l| (s.id, l.clone()))
+            });
+            if let Some((original, ack)) = other {
+                let done = Done::Refused(AckAcceptOutcome::AlreadyAcknowledged { original, ack });
+                return refuse(leaves, ALREADY_ACKNOWLEDGED_CODE, done);
+            }
+        }
+        // A resend of an acknowledged message gets the same acknowledgement back (MedCom).
+        let reroute = match (response, original) {
+            (None, Some(first)) => self.stored_ack(first)?,
+            _ => None,
+        };
+
         let sha256 = hex(&sha_bytes);
         let size = req.bytes.len() as u64;
-        let accept_leaf = self.audit.as_ref().map(|_| {
-            let event = if original.is_some() {
+        let now = self.now();
+        let mut left_queue = 0u64;
+        let mut queued = 0u64;
+        // Originals moved to acknowledged: the observer hears of them once the batch is durable.
+        let mut changed: Vec<(State, Status)> = Vec::new();
+        let done = {
+            let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+            let id = RecordId(*next);
+            guard.add(busy_id(id));
+            let mut b = Batch::new();
+            let first_state = if original.is_some() {
                 Event::Resend
             } else {
                 Event::Accepted
             };
-            leaf(event, Outcome::Success, meta.received, Some(sha_bytes))
-        });
-        let ticket = {
-            let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
-            let id = RecordId(*next);
-            guard.add(busy_id(id));
-            let status = Status {
+            leaves.push(leaf(
+                &meta,
+                first_state,
+                Outcome::Success,
+                meta.received,
+                Some(sha_bytes),
+            ));
+            let mut status = Status {
                 id,
                 sha256,
                 size,
@@ -515,9 +700,126 @@ impl<S: Store> Outbox<S> {
                 last_error: None,
                 finished_at: None,
                 payload_retained: true,
+                acknowledged_by: None,
+                answers: None,
                 meta,
             };
-            let mut b = Batch::new();
+            let done = if let Some((link, ack, ack_payload)) = reroute {
+                // Stored as answered (never forwarded); the stored acknowledgement goes back, flagged as a
+                // resend, as a record of its own.
+                let (code, first) = (link.code, original.unwrap_or(id));
+                let rid = RecordId(id.0 + 1);
+                guard.add(busy_id(rid));
+                status.state = State::Acknowledged(code);
+                status.timeline.push(Step {
+                    state: status.state,
+                    at: now,
+                });
+                status.finished_at = Some(now);
+                status.acknowledged_by = Some(link.clone());
+                b.put(FIN_PAYLOAD, fin_key(now, id), []);
+                b.put(FIN_META, fin_key(now, id), []);
+                if let Some((ev, ok)) = state_event(status.state) {
+                    leaves.push(leaf(&status.meta, ev, ok, now, Some(sha_bytes)));
+                }
+                let again = Status {
+                    id: rid,
+                    meta: MessageMeta {
+                        received: now,
+                        ..ack.meta.clone()
+                    },
+                    resend_of: Some(ack.id),
+                    state: State::Accepted,
+                    timeline: vec![Step {
+                        state: State::Accepted,
+                        at: now,
+                    }],
+                    attempts: 0,
+                    last_error: None,
+                    finished_at: None,
+                    payload_retained: true,
+                    acknowledged_by: None,
+                    answers: ack.answers.clone(),
+                    sha256: ack.sha256.clone(),
+                    size: ack.size,
+                };
+                if self.audit.is_some() {
+                    let p = self.pseudonym_of(ack.id)?;
+                    let sha = unhex32(&again.sha256);
+                    let mut e = leaf_of(&again.meta, sha, Event::Resend, Outcome::Success, now, p);
+                    e.cert_fingerprint.clone_from(&extra.cert_fingerprint);
+                    leaves.push(e);
+                }
+                let ack_receiver = party_key(&again.meta.receiver);
+                b.put(PAYLOAD, id_key(rid), ack_payload);
+                b.put(META, id_key(rid), encode(&again)?);
+                b.put(MSGID, msgid_key(&again.meta.message_id, rid), []);
+                b.put(QUEUE, queue_key(&ack_receiver, rid), []);
+                b.put(PENDING, id_key(rid), []);
+                queued += 1;
+                Done::Answered {
+                    id,
+                    original: first,
+                    ack: link,
+                    reroute: rid,
+                }
+            } else {
+                if let Some(r) = response {
+                    let link = AckLink {
+                        record: id,
+                        message_id: status.meta.message_id.clone(),
+                        code: r.code,
+                    };
+                    let mut originals = Vec::new();
+                    for mut s in answered {
+                        if s.acknowledged_by.is_some() {
+                            // Already answered by this very acknowledgement (it is being resent).
+                            originals.push(s.id);
+                            continue;
+                        }
+                        let (was, steps) = (s.state, s.timeline.len());
+                        let to = State::Acknowledged(r.code);
+                        // The receiver answers, so it has the message: published, then acknowledged.
+                        if was == State::Accepted {
+                            self.transition(&mut s, &mut b, State::Published)?;
+                        }
+                        if !s.state.can_go_to(to) {
+                            continue; // dead: stays dead
+                        }
+                        self.transition(&mut s, &mut b, to)?;
+                        s.acknowledged_by = Some(link.clone());
+                        left_queue += u64::from(index_effects(was, &s, &mut b));
+                        b.put(META, id_key(s.id), encode(&s)?);
+                        leaves.extend(self.step_leaves(&s, steps)?);
+                        originals.push(s.id);
+                        changed.push((was, s));
+                    }
+                    status.answers = Some(Answers {
+                        message_id: r.message_id.clone(),
+                        originals,
+                        code: r.code,
+                    });
+                }
+                b.put(QUEUE, queue_key(&receiver, id), []);
+                b.put(PENDING, id_key(id), []);
+                if !status.meta.family.is_acknowledgement() {
+                    b.put(AWAIT_ACK, await_key(&status), []);
+                }
+                queued += 1;
+                Done::Stored {
+                    id,
+                    original,
+                    originals: status
+                        .answers
+                        .as_ref()
+                        .map(|a| a.originals.clone())
+                        .unwrap_or_default(),
+                }
+            };
+            let last = match done {
+                Done::Answered { reroute, .. } => reroute,
+                _ => id,
+            };
             b.put(PAYLOAD, id_key(id), req.bytes);
             b.put(META, id_key(id), encode(&status)?);
             let mut eval = id_key(id).to_vec();
@@ -527,17 +829,18 @@ impl<S: Store> Outbox<S> {
                 b.put(DEDUPE, mkey, id_key(id));
             }
             b.put(MSGID, msgid_key(&status.meta.message_id, id), []);
-            b.put(QUEUE, queue_key(&receiver, id), []);
-            b.put(PENDING, id_key(id), []);
-            b.put(COUNTERS, NEXT_ID, (id.0 + 1).to_be_bytes());
+            b.put(COUNTERS, NEXT_ID, (last.0 + 1).to_be_bytes());
             if let Some(p) = &pseudonym {
                 b.put(AUDIT_PATIENT, id_key(id), p.as_bytes());
             }
-            let ticket = self.submit(b, accept_leaf.into_iter().collect())?;
-            *next = id.0 + 1;
-            (id, ticket)
+            if self.audit.is_none() {
+                leaves.clear();
+            }
+            let ticket = self.submit(b, leaves)?;
+            *next = last.0 + 1;
+            (done, ticket)
         };
-        let (id, ticket) = ticket;
+        let (done, ticket) = done;
         let waited = ticket.wait();
         if waited.is_err() {
             // A failed commit may still have reached the disk (fjall after a failed sync): recount from the
@@ -547,12 +850,70 @@ impl<S: Store> Outbox<S> {
             }
         }
         waited?;
-        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.depth.fetch_add(queued, Ordering::Relaxed);
+        self.sub_depth(left_queue);
+        if let Some(o) = &self.observer {
+            for (was, s) in &changed {
+                o.on_transition(*was, s);
+            }
+        }
         drop(guard);
-        Ok(match original {
-            Some(original) => AcceptOutcome::Resend { id, original },
-            None => AcceptOutcome::Accepted { id },
-        })
+        Ok(done)
+    }
+
+    /// The acknowledgement that answered record `first`, with its payload, when both are still kept.
+    #[allow(clippy::type_complexity)]
+    fn stored_ack(
+        &self,
+        first: RecordId,
+    ) -> Result<Option<(AckLink, Status, Vec<u8>)>, OutboxError> {
+        let Some(link) = self.status(first)?.and_then(|s| s.acknowledged_by) else {
+            return Ok(None);
+        };
+        let (Some(ack), Some(payload)) = (self.status(link.record)?, self.payload(link.record)?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some((link, ack, payload)))
+    }
+
+    fn sub_depth(&self, n: u64) {
+        if n > 0 {
+            // Saturating: a record whose failed accept still landed was never counted.
+            let _ = self
+                .depth
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                    Some(d.saturating_sub(n))
+                });
+        }
+    }
+
+    /// One leaf per state entered after the first `from_step` steps of the timeline.
+    fn step_leaves(
+        &self,
+        status: &Status,
+        from_step: usize,
+    ) -> Result<Vec<LeafEvent>, OutboxError> {
+        let mut leaves = Vec::new();
+        if self.audit.is_none() || status.timeline.len() <= from_step {
+            return Ok(leaves);
+        }
+        let pseudonym = self.pseudonym_of(status.id)?;
+        for step in &status.timeline[from_step..] {
+            if let Some((event, outcome)) = state_event(step.state) {
+                let sha = unhex32(&status.sha256);
+                let ev = leaf_of(
+                    &status.meta,
+                    sha,
+                    event,
+                    outcome,
+                    step.at,
+                    pseudonym.clone(),
+                );
+                leaves.push(ev);
+            }
+        }
+        Ok(leaves)
     }
 
     /// Metadata and timeline of a record (never the payload).
@@ -641,41 +1002,18 @@ impl<S: Store> Outbox<S> {
     ) -> Result<Status, OutboxError> {
         let _guard = self.lock_keys(vec![busy_id(id)]);
         let mut status = self.status(id)?.ok_or(OutboxError::NotFound(id))?;
-        let from = status.state;
-        let was_pending = status.state == State::Accepted;
+        let was = status.state;
         let steps = status.timeline.len();
         let mut b = Batch::new();
         change(&mut status, &mut b)?;
-        let left_queue = was_pending && status.state != State::Accepted;
-        if left_queue {
-            b.delete(QUEUE, queue_key(&party_key(&status.meta.receiver), id));
-            b.delete(PENDING, id_key(id));
-        }
+        let left_queue = index_effects(was, &status, &mut b);
         b.put(META, id_key(id), encode(&status)?);
         // One leaf per state entered (an attempt that does not kill the record enters none).
-        let mut leaves = Vec::new();
-        if self.audit.is_some() && status.timeline.len() > steps {
-            let pseudonym = self.pseudonym_of(id)?;
-            for step in &status.timeline[steps..] {
-                if let Some((event, outcome)) = state_event(step.state) {
-                    let sha = unhex32(&status.sha256);
-                    let at = step.at;
-                    let ev = leaf_of(&status.meta, sha, event, outcome, at, pseudonym.clone());
-                    leaves.push(ev);
-                }
-            }
-        }
+        let leaves = self.step_leaves(&status, steps)?;
         self.submit(b, leaves)?.wait()?;
-        if left_queue {
-            // Saturating: a record whose failed accept still landed was never counted.
-            let _ = self
-                .depth
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
-                    Some(d.saturating_sub(1))
-                });
-        }
-        if let Some(o) = self.observer.as_ref().filter(|_| status.state != from) {
-            o.on_transition(from, &status);
+        self.sub_depth(u64::from(left_queue));
+        if let Some(o) = self.observer.as_ref().filter(|_| status.state != was) {
+            o.on_transition(was, &status);
         }
         Ok(status)
     }
@@ -722,6 +1060,43 @@ impl<S: Store> Outbox<S> {
     /// No acknowledgement in time.
     pub fn mark_overdue(&self, id: RecordId) -> Result<Status, OutboxError> {
         self.to_state(id, State::Overdue)
+    }
+
+    /// Overdue scan: every record accepted before `cutoff` that still waits for an acknowledgement and
+    /// was published (or delivered) becomes `overdue`, each durably with its leaf. Records not yet
+    /// published stay `accepted` (they are still owed to their receiver) and are counted; acknowledgements
+    /// never wait. Nothing is resent.
+    pub fn mark_overdue_before(&self, cutoff: SystemTime) -> Result<OverdueScan, OutboxError> {
+        let end = millis(cutoff).to_be_bytes();
+        let mut scan = OverdueScan::default();
+        let mut from = Vec::new();
+        loop {
+            let page = self
+                .store
+                .range(AWAIT_ACK, &from, Some(&end), PURGE_CHUNK)?;
+            let Some((last, _)) = page.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, _) in &page {
+                let id = id_from_tail(k)?;
+                match self.status(id)?.map(|s| s.state) {
+                    Some(State::Published | State::Delivered) => match self.mark_overdue(id) {
+                        Ok(_) => scan.marked += 1,
+                        // Acknowledged or dead meanwhile.
+                        Err(OutboxError::IllegalTransition { .. }) => {}
+                        Err(e) => return Err(e),
+                    },
+                    Some(State::Accepted) => scan.unpublished += 1,
+                    // Left over (a state that no longer waits): drop the index entry.
+                    _ => {
+                        let mut b = Batch::new();
+                        b.delete(AWAIT_ACK, k.clone());
+                        self.store.submit(b)?.wait()?;
+                    }
+                }
+            }
+        }
+        Ok(scan)
     }
 
     /// Give up on the record.
@@ -800,6 +1175,7 @@ impl<S: Store> Outbox<S> {
                 b.delete(PAYLOAD, id_key(*id));
                 b.delete(META, id_key(*id));
                 let Some(s) = self.status(*id)? else { continue };
+                b.delete(AWAIT_ACK, await_key(&s));
                 if self.audit.is_some() {
                     let pseudonym = self.pseudonym_of(*id)?;
                     b.delete(AUDIT_PATIENT, id_key(*id));

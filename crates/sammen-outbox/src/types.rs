@@ -56,6 +56,9 @@ pub struct AcceptAudit {
     pub patient: Option<PatientId>,
     /// Client certificate fingerprint (hex SHA-256 of the DER).
     pub cert_fingerprint: Option<String>,
+    /// Also write a `received` leaf (time = `meta.received`) in the same batch as the outcome's leaf, so
+    /// the ingress pays no extra commit for it.
+    pub received: bool,
 }
 
 impl AcceptAudit {
@@ -68,6 +71,12 @@ impl AcceptAudit {
     /// With the client certificate's fingerprint.
     pub fn cert_fingerprint(mut self, fingerprint: Option<String>) -> Self {
         self.cert_fingerprint = fingerprint;
+        self
+    }
+
+    /// With a `received` leaf before the outcome's leaf.
+    pub fn received(mut self, yes: bool) -> Self {
+        self.received = yes;
         self
     }
 }
@@ -96,6 +105,56 @@ pub enum AcceptOutcome {
     Conflict {
         /// The record that owns the envelope id.
         existing: RecordId,
+    },
+    /// A resend of a message that is already acknowledged (MedCom: same answer, never a different one).
+    /// The resend is stored as acknowledged (not forwarded) and the stored acknowledgement is queued again
+    /// for the sender as record `reroute`, flagged as a resend; all in one batch.
+    AlreadyAcknowledged {
+        /// The resend's record.
+        id: RecordId,
+        /// The first record with this message id.
+        original: RecordId,
+        /// The acknowledgement that answered it.
+        ack: AckLink,
+        /// The acknowledgement queued again for the sender.
+        reroute: RecordId,
+    },
+}
+
+/// How [`crate::Outbox::accept_acknowledgement`] answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckAcceptOutcome {
+    /// Stored and queued for its receiver (the original's sender). `originals` moved to acknowledged in
+    /// the same batch (empty: uncorrelated, nothing here matches what it answers).
+    Accepted {
+        /// The acknowledgement's record.
+        id: RecordId,
+        /// Set when this acknowledgement was itself resent (same message id, new envelope).
+        resend_of: Option<RecordId>,
+        /// The records it acknowledged.
+        originals: Vec<RecordId>,
+    },
+    /// Same acknowledgement in the same envelope: nothing written.
+    Duplicate {
+        /// The record that holds it.
+        id: RecordId,
+    },
+    /// The envelope id was already used by this sender for another message id: nothing written.
+    Conflict {
+        /// The record that owns the envelope id.
+        existing: RecordId,
+    },
+    /// The original already has a different acknowledgement: the first is kept, nothing written.
+    AlreadyAcknowledged {
+        /// The acknowledged record.
+        original: RecordId,
+        /// The acknowledgement it keeps.
+        ack: AckLink,
+    },
+    /// It answers an acknowledgement, which is never acknowledged (MedCom KR2): nothing written.
+    AnswersAcknowledgement {
+        /// The acknowledgement it answers.
+        original: RecordId,
     },
 }
 
@@ -189,6 +248,34 @@ pub struct Status {
     pub finished_at: Option<SystemTime>,
     /// False once retention dropped the payload.
     pub payload_retained: bool,
+    /// Set on a record once an acknowledgement answered it: which one (the first; never replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<AckLink>,
+    /// Set on an acknowledgement record: what it answers, and whether that was found here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Answers>,
+}
+
+/// Original → the acknowledgement record that answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckLink {
+    /// The acknowledgement's record.
+    pub record: RecordId,
+    /// The acknowledgement's message id.
+    pub message_id: String,
+    /// Its response code.
+    pub code: AckCode,
+}
+
+/// Acknowledgement → what it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answers {
+    /// The acknowledged message id (FHIR `response.identifier`, OIOXML original letter id).
+    pub message_id: String,
+    /// The acknowledged records found here (original and resends); empty: uncorrelated.
+    pub originals: Vec<RecordId>,
+    /// The response code.
+    pub code: AckCode,
 }
 
 impl Status {
@@ -233,6 +320,15 @@ pub enum AttemptOutcome {
         /// Attempts so far.
         attempts: u32,
     },
+}
+
+/// What one overdue scan ([`crate::Outbox::mark_overdue_before`]) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OverdueScan {
+    /// Records that became overdue.
+    pub marked: u64,
+    /// Records past the deadline but not yet published (still owed to their receiver; left as they are).
+    pub unpublished: u64,
 }
 
 /// What `purge` removed.
