@@ -1,6 +1,7 @@
 //! `POST /v1/messages`.
 
 use crate::answer::{self, Accepted, UNKNOWN_RECEIVER};
+use crate::observe::Observe;
 use crate::state::Ingress;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -131,10 +132,18 @@ fn to_request(
 pub(crate) async fn post_message(
     State(ing): State<Arc<Ingress>>,
     peer: Option<axum::Extension<sammen_identity::PeerIdentity>>,
+    tel: Option<axum::Extension<sammen_telemetry::SharedTelemetry>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let (obs, started) = (Observe(tel.map(|e| e.0)), std::time::Instant::now());
     if !media_type_ok(&headers) {
+        obs.rejected(
+            None,
+            None,
+            "unsupported-media-type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        );
         return answer::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
@@ -147,6 +156,7 @@ pub(crate) async fn post_message(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        obs.rejected(None, None, "too-large", StatusCode::PAYLOAD_TOO_LARGE);
         return answer::error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-large",
@@ -155,6 +165,7 @@ pub(crate) async fn post_message(
     }
     let depth = ing.outbox.depth();
     if depth > ing.cfg.max_depth {
+        obs.rejected(None, None, "backpressure", StatusCode::SERVICE_UNAVAILABLE);
         return answer::retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
             "backpressure",
@@ -167,7 +178,10 @@ pub(crate) async fn post_message(
     }
     let bytes = match read_limited(body, limit).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => {
+            obs.body_refused(&r);
+            return r;
+        }
     };
 
     let opts = ing.cfg.validate.clone();
@@ -176,16 +190,23 @@ pub(crate) async fn post_message(
         match tokio::task::spawn_blocking(move || sammen_adapters::validate(&b, &opts)).await {
             Ok(r) => r,
             Err(_) => {
+                obs.rejected(
+                    None,
+                    None,
+                    "validation-aborted",
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                );
                 return answer::error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation-aborted",
                     "the validator could not finish this message",
-                )
+                );
             }
         }
     } else {
         sammen_adapters::validate(&bytes, &opts)
     };
+    obs.received(&report, bytes.len());
     // Over HTTPS: the sender must be one of the certificate's identities (an invalid message without any
     // sender gets its 422 below instead).
     if let Some(axum::Extension(peer)) = &peer {
@@ -198,6 +219,7 @@ pub(crate) async fn post_message(
     }
     if !report.is_valid() {
         debug!(family = ?report.family, errors = report.errors().count(), "refused: invalid");
+        obs.invalid(&report);
         return answer::invalid(&report);
     }
     // For the audit leaf: the patient is only ever stored as a keyed hash, the certificate by fingerprint.
@@ -209,10 +231,14 @@ pub(crate) async fn post_message(
         );
     let req = match to_request(&ing, report, bytes.to_vec()) {
         Ok(r) => r,
-        Err(report) => return answer::invalid(&report),
+        Err(report) => {
+            obs.invalid(&report);
+            return answer::invalid(&report);
+        }
     };
     let message_id = req.meta.message_id.clone();
     let family = req.meta.family;
+    let meta = req.meta.clone();
     let ob = ing.outbox.clone();
     let outcome = match tokio::task::spawn_blocking(move || ob.accept_with(req, audit)).await {
         Ok(r) => r,
@@ -223,6 +249,7 @@ pub(crate) async fn post_message(
             let resend = matches!(outcome, Ok(AcceptOutcome::Resend { .. }));
             ing.wake.notify_one();
             info!(record = %id, family = %family, resend, "accepted");
+            obs.accepted(&meta, id.0, resend, started.elapsed());
             (
                 StatusCode::ACCEPTED,
                 Json(Accepted {
@@ -235,6 +262,7 @@ pub(crate) async fn post_message(
         }
         Ok(AcceptOutcome::Duplicate { id }) => {
             debug!(record = %id, "duplicate");
+            obs.duplicate(&message_id, family, id.0);
             (
                 StatusCode::OK,
                 Json(Accepted {
@@ -247,6 +275,12 @@ pub(crate) async fn post_message(
         }
         Ok(AcceptOutcome::Conflict { existing }) => {
             debug!(record = %existing, "conflict");
+            obs.rejected(
+                Some(&message_id),
+                Some(family),
+                sammen_outbox::CONFLICT_CODE,
+                StatusCode::CONFLICT,
+            );
             answer::error(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -256,10 +290,17 @@ pub(crate) async fn post_message(
         Err(OutboxError::InvalidRequest(why)) => {
             let mut r = Report::default();
             r.push(Issue::error("ingress.identifier-size", "document", why));
+            obs.invalid(&r);
             answer::invalid(&r)
         }
         Err(e) if e.is_disk_full() => {
             warn!("accept refused: disk full");
+            obs.rejected(
+                Some(&message_id),
+                Some(family),
+                "disk-full",
+                StatusCode::INSUFFICIENT_STORAGE,
+            );
             answer::retry_later(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "disk-full",
@@ -269,6 +310,12 @@ pub(crate) async fn post_message(
         }
         Err(e) => {
             warn!(error = %e, "accept failed");
+            obs.rejected(
+                Some(&message_id),
+                Some(family),
+                "store-unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
             answer::retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",

@@ -25,6 +25,10 @@
 //!   and one not acked within the visibility timeout, or unacked when the process stops, goes back to its
 //!   queue. Memory per receiver is bounded by `max_unsettled`, never by the backlog.
 //!
+//! - Telemetry: with an `axum::Extension<sammen_telemetry::SharedTelemetry>` on the router, every answer
+//!   of `POST /v1/messages` is counted once (received after validation; accepted, resend, duplicate, or
+//!   rejected by family and code), with label values from closed sets only.
+//!
 //! Routes: `POST /v1/messages`, `GET /v1/messages/{id}`, `GET /v1/inbox/{gln}`,
 //! `POST /v1/inbox/{gln}/{delivery_id}/ack`, `GET /healthz`, `GET /readyz` ([`router`];
 //! [`tls::tls_router`] for HTTPS).
@@ -33,6 +37,7 @@
 mod accept;
 mod answer;
 pub mod inbox;
+mod observe;
 mod receivers;
 mod state;
 mod status;

@@ -6,6 +6,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use sammen_backoff::ExponentialBackoff;
 use sammen_bus::{Bus, BusError, PublishOutcome};
 use sammen_outbox::{AttemptOutcome, OutboxError, Pending, RecordId, State};
+use sammen_telemetry::events::{PublishConfirmed, PublishFailed, PublishFailure};
+use sammen_telemetry::SharedTelemetry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +58,7 @@ pub struct Relay {
     bus: Arc<dyn Bus>,
     cfg: RelayConfig,
     wake: Arc<Notify>,
+    telemetry: Option<SharedTelemetry>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -81,7 +84,14 @@ impl Relay {
             bus,
             cfg,
             wake: Arc::new(Notify::new()),
+            telemetry: None,
         }
+    }
+
+    /// Record publish-confirm latency and failed publishes (by outcome) in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: SharedTelemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Notify this after an accept: the relay looks for new rows at once instead of at the next poll.
@@ -222,6 +232,7 @@ impl Relay {
                 return true;
             }
         };
+        let started = Instant::now();
         match self.bus.publish(&msg).await {
             Ok(pending) => {
                 run.in_flight.insert(id);
@@ -229,8 +240,18 @@ impl Relay {
                     l.in_flight += 1;
                 }
                 let gln = gln.to_string();
-                run.confirms
-                    .push(Box::pin(async move { (id, gln, pending.await) }));
+                // Timed from the publish call: a full in-flight window is part of what a sender waits.
+                let observe = self
+                    .telemetry
+                    .clone()
+                    .map(|t| (t, p.meta.message_id, p.attempts.saturating_add(1)));
+                run.confirms.push(Box::pin(async move {
+                    let outcome = pending.await;
+                    if let Some((t, message_id, attempt)) = observe {
+                        observe_outcome(&t, &message_id, id, &outcome, started.elapsed(), attempt);
+                    }
+                    (id, gln, outcome)
+                }));
                 true
             }
             Err(BusError::Invalid(e)) => {
@@ -241,6 +262,15 @@ impl Relay {
             }
             Err(e) => {
                 debug!(record = %id, error = %e, "relay: publish failed");
+                if let Some(t) = &self.telemetry {
+                    t.emit(PublishFailed {
+                        message_id: &p.meta.message_id,
+                        record: id.0,
+                        failure: PublishFailure::NotConnected,
+                        latency: started.elapsed(),
+                        attempt: p.attempts.saturating_add(1),
+                    });
+                }
                 if !matches!(e, BusError::NotConnected(_) | BusError::Closed) {
                     self.attempt(id, &e.to_string()).await;
                 }
@@ -352,4 +382,38 @@ impl Relay {
             }
         }
     }
+}
+
+/// Publish outcome → telemetry event.
+fn observe_outcome(
+    t: &sammen_telemetry::Telemetry,
+    message_id: &str,
+    id: RecordId,
+    outcome: &PublishOutcome,
+    latency: Duration,
+    attempt: u32,
+) {
+    let failure = match outcome {
+        PublishOutcome::Confirmed => {
+            t.emit(PublishConfirmed {
+                message_id,
+                record: id.0,
+                latency,
+            });
+            return;
+        }
+        PublishOutcome::Returned { .. } => PublishFailure::Returned,
+        PublishOutcome::Nacked => PublishFailure::Nack,
+        PublishOutcome::TimedOut => PublishFailure::Timeout,
+        PublishOutcome::ConnectionLost => PublishFailure::NotConnected,
+        // A future outcome is a failure until it is given its own label.
+        _ => PublishFailure::Nack,
+    };
+    t.emit(PublishFailed {
+        message_id,
+        record: id.0,
+        failure,
+        latency,
+        attempt,
+    });
 }

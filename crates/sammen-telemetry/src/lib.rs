@@ -51,7 +51,7 @@ pub enum TelemetryError {
         /// Position in [`TelemetryConfig::glns`].
         index: usize,
     },
-    /// The log filter (`RUST_LOG` or the configured level) does not parse.
+    /// The log filter (`SAMMEN_LOG` or the configured level) does not parse.
     #[error("log filter: {0}")]
     Filter(String),
     /// The log format is neither `json` nor `text`.

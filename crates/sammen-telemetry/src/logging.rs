@@ -37,7 +37,7 @@ impl std::str::FromStr for LogFormat {
 pub struct LogConfig {
     /// Format.
     pub format: LogFormat,
-    /// Filter directives (`info`, `sammen=debug,lapin=warn`) from the configuration. `RUST_LOG`, when set,
+    /// Filter directives (`info`, `sammen=debug,lapin=warn`) from the configuration. `SAMMEN_LOG`, when set,
     /// takes precedence.
     pub level: String,
 }
@@ -51,14 +51,14 @@ impl Default for LogConfig {
     }
 }
 
-/// Install the process-wide subscriber: filter from `RUST_LOG` or `config.level`, the chosen format on
+/// Install the process-wide subscriber: filter from `SAMMEN_LOG` or `config.level`, the chosen format on
 /// stderr, and the [`PersonalDataTripwire`] (counting into `tripwire`, typically
 /// `Telemetry::tripwire_counter()`). Fails when the filter does not parse or a subscriber is already set.
 pub fn init_tracing(
     config: &LogConfig,
     tripwire: Option<IntCounter>,
 ) -> Result<(), TelemetryError> {
-    let filter = match std::env::var("RUST_LOG") {
+    let filter = match std::env::var("SAMMEN_LOG") {
         Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(env),
         _ => EnvFilter::try_new(&config.level),
     }
@@ -71,6 +71,7 @@ pub fn init_tracing(
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
     };

@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// CA bundle (PEM) the broker's certificate must chain to.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Write the message id of every 202 here, one per line (the scale-out check compares them with
+    /// what subscribers received).
+    #[arg(long)]
+    accepted_ids: Option<PathBuf>,
 }
 
 const DEFAULT_AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -898,7 +902,7 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
         end: a.duration.map(|d| t0 + d),
         rate: a.rate,
         t0,
-        track: sub.is_some(),
+        track: sub.is_some() || a.accepted_ids.is_some(),
         answered: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -964,6 +968,14 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
     );
     if let Some(p) = &all.first_problem {
         println!("first problem: {p}");
+    }
+    if let Some(path) = &a.accepted_ids {
+        let mut text = String::with_capacity(all.sent.len() * 40);
+        for (id, _) in &all.sent {
+            text.push_str(id);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("accepted: {accepted_rate:.0} msgs/s");
     println!(

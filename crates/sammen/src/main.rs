@@ -11,6 +11,7 @@ mod serve_fmt;
 mod serve_tls;
 mod status;
 mod subscribe;
+mod telemetry;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -162,6 +163,9 @@ struct CfgArgs {
     /// Use RabbitMQ at this URL (sets bus.kind = "amqp").
     #[arg(long)]
     amqp_url: Option<String>,
+    /// Serve GET /metrics on this address (overrides http.metrics_listen; port 0 picks a free port).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl CfgArgs {
@@ -176,6 +180,9 @@ impl CfgArgs {
                 c.http.plain |= self.plain_http || self.listen.is_some();
                 if let Some(a) = self.tls_listen {
                     c.tls.get_or_insert_with(Default::default).listen = a;
+                }
+                if let Some(a) = self.metrics_listen {
+                    c.http.metrics_listen = Some(a);
                 }
                 Some(c)
             }
@@ -201,7 +208,14 @@ fn serve(cfg: &CfgArgs) -> ExitCode {
     let Some(cfg) = cfg.resolve() else {
         return ExitCode::from(2);
     };
-    init_tracing();
+    let telemetry =
+        match telemetry::build(&cfg).and_then(|t| telemetry::init_logging(&cfg, &t).map(|()| t)) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("sammen serve: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -212,7 +226,7 @@ fn serve(cfg: &CfgArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(serve::serve(cfg)) {
+    match rt.block_on(serve::serve(cfg, telemetry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sammen serve: {e:#}");

@@ -8,6 +8,7 @@ use sammen_ingress::{Ingress, IngressConfig, Receivers};
 use sammen_outbox::{Outbox, OutboxConfig};
 use sammen_relay::{receipts, run_retention, Relay, RelayConfig, SharedOutbox};
 use sammen_store::{FjallStore, SledStore, Store};
+use sammen_telemetry::SharedTelemetry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -41,8 +42,11 @@ pub fn topology(cfg: &Config) -> Topology {
     }
 }
 
+/// How often gauges (outbox, bus, inboxes, audit, certificates) are sampled.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Run the broker until SIGTERM or ctrl-c.
-pub async fn serve(cfg: Config) -> Result<()> {
+pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
     let store = open_store(&cfg)?;
     let outbox_cfg = OutboxConfig {
         max_attempts: cfg.limits.max_attempts,
@@ -50,16 +54,24 @@ pub async fn serve(cfg: Config) -> Result<()> {
     };
     // Refuses to start on a rolled-back or altered audit log.
     let audit_log = crate::audit::open_for_serve(&cfg, store.clone())?;
-    let outbox: SharedOutbox = Arc::new(match &audit_log {
-        Some(log) => Outbox::open_with_audit(log.clone(), outbox_cfg)?,
-        None => Outbox::open(store.clone(), outbox_cfg)?,
-    });
+    let observer = crate::telemetry::OutboxObserver::new(telemetry.clone(), cfg.limits.message_ttl);
+    let outbox: SharedOutbox = Arc::new(
+        match &audit_log {
+            Some(log) => Outbox::open_with_audit(log.clone(), outbox_cfg)?,
+            None => Outbox::open(store.clone(), outbox_cfg)?,
+        }
+        .with_observer(observer),
+    );
     let topo = topology(&cfg);
     let glns: Vec<String> = cfg.receivers.iter().map(|r| r.gln.clone()).collect();
+    // Kept apart for the sampler: only the embedded bus can tell its inbox depths.
+    let mut embedded = None;
     let bus: Arc<dyn Bus> = match cfg.bus.kind {
         BusKind::Embedded => {
             let qs = StoreQueueStore::new(store.clone()).context("opening embedded bus queues")?;
-            Arc::new(EmbeddedBus::open(topo.clone(), Arc::new(qs))?)
+            let e = Arc::new(EmbeddedBus::open(topo.clone(), Arc::new(qs))?);
+            embedded = Some(e.clone());
+            e
         }
         BusKind::Amqp => {
             let Some(url) = cfg.bus.url.clone() else {
@@ -80,10 +92,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
         RelayConfig {
             window: cfg.limits.in_flight,
             max_returns: cfg.limits.max_returns,
-            receivers: glns,
+            receivers: glns.clone(),
             ..RelayConfig::default()
         },
-    );
+    )
+    .with_telemetry(telemetry.clone());
     let receivers = Receivers::new(
         cfg.receivers
             .iter()
@@ -114,8 +127,30 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let inbox_registry = ingress.inbox().clone();
 
     // HTTPS (dev PKI when none is configured) and/or plain HTTP on loopback when asked for.
-    let front = crate::serve_tls::bind(&cfg).await?;
+    let front = crate::serve_tls::bind(&cfg, &telemetry).await?;
+    let metrics_listener = crate::telemetry::bind_metrics(&cfg).await?;
     let stop = CancellationToken::new();
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_task = metrics_listener.map(|l| {
+        tokio::spawn(crate::telemetry::serve_metrics(
+            l,
+            telemetry.clone(),
+            stop.child_token(),
+        ))
+    });
+    let sampler_task = tokio::spawn(crate::telemetry::run_sampler(
+        telemetry.clone(),
+        crate::telemetry::Sampled {
+            outbox: outbox.clone(),
+            bus: bus.clone(),
+            embedded,
+            receivers: glns,
+            audit: audit_log.clone(),
+            identity: front.identity(),
+        },
+        SAMPLE_EVERY,
+        stop.child_token(),
+    ));
     let relay_task = tokio::spawn(relay.run(stop.child_token()));
     let checkpoint_task = audit_log.clone().map(|log| {
         let every = cfg.audit.checkpoint_interval;
@@ -153,6 +188,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
     );
     // One machine-readable line on stdout (tests and scripts read the bound port from it).
     front.announce();
+    if let Some(a) = metrics_addr {
+        // After the listening line, which is all many readers wait for before closing the pipe: a failed
+        // write must not take the broker down (println! would panic on EPIPE).
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "sammen: metrics on http://{a}/metrics");
+    }
 
     // Open inbox long polls answer 204 as soon as shutdown starts, so they do not hold up the drain.
     let inbox = inbox_registry.clone();
@@ -176,6 +217,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     if let Some(t) = receipts_task {
         let _ = t.await;
+    }
+    let _ = sampler_task.await;
+    if let Some(t) = metrics_task {
+        if let Ok(Err(e)) = t.await {
+            warn!(error = %e, "metrics listener ended with an error");
+        }
     }
     // Unacked inbox deliveries go back to their queues before the bus closes.
     inbox_registry.close().await;

@@ -6,6 +6,8 @@ use sammen_config::{Config, TlsConfig};
 use sammen_identity::{generate_dev_pki, ExpiryOwner, TlsFiles, TlsIdentity};
 use sammen_ingress::tls::{serve_tls, tls_router, watch_reload, TlsServeConfig};
 use sammen_ingress::Ingress;
+use sammen_telemetry::events::MessageRejected;
+use sammen_telemetry::SharedTelemetry;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use tracing::{info, warn};
 pub struct Front {
     plain: Option<(TcpListener, SocketAddr)>,
     tls: Option<TlsFront>,
+    telemetry: SharedTelemetry,
 }
 
 struct TlsFront {
@@ -38,7 +41,7 @@ fn tls_config(cfg: &Config) -> Option<TlsConfig> {
 }
 
 /// Generate the dev PKI when needed, load the TLS layer and bind. Prints the dev PKI's whereabouts.
-pub async fn bind(cfg: &Config) -> Result<Front> {
+pub async fn bind(cfg: &Config, telemetry: &SharedTelemetry) -> Result<Front> {
     let plain = if cfg.http.plain {
         if !cfg.http.listen.ip().is_loopback() {
             bail!("http.listen: plain HTTP is only allowed on a loopback address");
@@ -92,6 +95,7 @@ pub async fn bind(cfg: &Config) -> Result<Front> {
                 cfg: TlsServeConfig {
                     handshake_timeout: t.handshake_timeout,
                     request_timeout: t.request_timeout,
+                    on_refusal: Some(refusal_hook(telemetry.clone())),
                     ..TlsServeConfig::default()
                 },
                 reload_interval: t.reload_interval,
@@ -101,7 +105,23 @@ pub async fn bind(cfg: &Config) -> Result<Front> {
     if plain.is_none() && tls.is_none() {
         bail!("no listener: enable [tls] or plain HTTP (--plain-http)");
     }
-    Ok(Front { plain, tls })
+    Ok(Front {
+        plain,
+        tls,
+        telemetry: telemetry.clone(),
+    })
+}
+
+/// Identity refusals (403) count as rejections with their `identity.*` code.
+fn refusal_hook(t: SharedTelemetry) -> sammen_ingress::tls::RefusalHook {
+    Arc::new(move |r: &sammen_identity::Refusal| {
+        t.emit(MessageRejected {
+            message_id: None,
+            family: None,
+            code: Some(r.code()),
+            status: 403,
+        });
+    })
 }
 
 fn log_expiries(identity: &TlsIdentity) {
@@ -142,8 +162,7 @@ impl Front {
         }
     }
 
-    /// The identity layer, when HTTPS is on (for `sammen_telemetry::CertificateObserved`, not wired yet).
-    #[allow(dead_code)]
+    /// The identity layer, when HTTPS is on (certificate expiry for the telemetry sampler).
     pub fn identity(&self) -> Option<Arc<TlsIdentity>> {
         self.tls.as_ref().map(|t| t.identity.clone())
     }
@@ -156,8 +175,14 @@ impl Front {
     ) -> Result<()> {
         let stop = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
+        // Handlers find the registry as an extension (the ingress counts what it answers).
+        let ext = axum::Extension(self.telemetry.clone());
         if let Some((listener, _)) = self.plain {
-            let app = sammen_ingress::router(ingress.clone());
+            // Plain HTTP is loopback-only, so /metrics may ride along (it is never on the HTTPS listener:
+            // partners have no business reading other partners' GLNs).
+            let app = sammen_ingress::router(ingress.clone())
+                .merge(crate::telemetry::router(self.telemetry.clone()))
+                .layer(ext.clone());
             let s = stop.clone();
             tasks.spawn(async move {
                 axum::serve(listener, app)
@@ -180,7 +205,7 @@ impl Front {
                 Ok(())
             });
             let s = stop.clone();
-            let app = tls_router(ingress);
+            let app = tls_router(ingress).layer(ext);
             tasks.spawn(async move {
                 serve_tls(t.listener, t.identity, app, t.cfg, async move {
                     s.cancelled().await
