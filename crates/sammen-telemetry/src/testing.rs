@@ -13,6 +13,8 @@
 //! use [`capture_logs_global`], which installs a process-wide subscriber once per test binary and collects
 //! every thread's lines.
 //!
+//! [`capture_from_text`] applies the same checks to log text collected from a child process.
+//!
 //! No tripwire here: the capture must see what the code tried to log.
 
 use crate::labels::looks_like_cpr;
@@ -80,6 +82,15 @@ pub fn capture_logs_global() -> Option<&'static LogCapture> {
                 .map(|()| LogCapture { buf, _guard: None })
         })
         .as_ref()
+}
+
+/// A capture of log text collected elsewhere (a child process's stderr: `sammen serve` run as a process
+/// logs through its own subscriber), checked the same way as an in-process capture.
+pub fn capture_from_text(text: impl Into<String>) -> LogCapture {
+    LogCapture {
+        buf: Arc::new(Mutex::new(text.into().into_bytes())),
+        _guard: None,
+    }
 }
 
 /// Where personal data was found: line number (1-based) and what kind. The value itself is not repeated.
