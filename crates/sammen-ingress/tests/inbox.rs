@@ -534,6 +534,53 @@ async fn close_returns_unacked(kind: Kind) {
     env.shutdown().await;
 }
 
+/// A backlog larger than `max_unsettled`: the inbox holds at most that many, and hands out the next one only
+/// after an ack.
+async fn unsettled_is_bounded(kind: Kind) {
+    let env = start(
+        kind,
+        InboxConfig {
+            max_unsettled: 3,
+            max_batch: 3,
+            ..InboxConfig::default()
+        },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        let (id, _) = env.send_hn(200 + n).await;
+        ids.push(id);
+    }
+    for id in &ids {
+        env.wait_state(id, "published").await;
+    }
+    let a = env.get(&env.muni, &inbox(MUNI, "wait=20&max=3")).await;
+    assert_eq!(a.status, 200);
+    let msgs = a.json()["messages"].as_array().unwrap().clone();
+    let mut got = msgs.len();
+    let mut acks: Vec<String> = msgs
+        .iter()
+        .map(|m| m["ack"].as_str().unwrap().to_string())
+        .collect();
+    // Top up to the bound (a batch takes only what is already there).
+    while got < 3 {
+        let a = env.get(&env.muni, &inbox(MUNI, "wait=20")).await;
+        assert_eq!(a.status, 200);
+        acks.push(a.header("sammen-ack"));
+        got += 1;
+    }
+    assert_eq!(env.ingress.inbox().unsettled(MUNI), 3);
+    // Five more wait in the queue, but none is handed out while three are unacked.
+    let a = env.get(&env.muni, &inbox(MUNI, "wait=1")).await;
+    assert_eq!(a.status, 204, "more than max_unsettled handed out");
+    let r = env.post_ack(&env.muni, &acks[0]).await;
+    assert_eq!(r.status, 200);
+    let a = env.get(&env.muni, &inbox(MUNI, "wait=20")).await;
+    assert_eq!(a.status, 200, "nothing handed out after an ack");
+    assert_eq!(env.ingress.inbox().unsettled(MUNI), 3);
+    env.shutdown().await;
+}
+
 /// The plain-HTTP router has no peer: no inbox.
 #[tokio::test]
 async fn plain_http_reads_no_inbox() {
@@ -570,5 +617,6 @@ both!(
     long_poll_wakes,
     visibility_timeout,
     two_pollers,
-    close_returns_unacked
+    close_returns_unacked,
+    unsettled_is_bounded
 );
