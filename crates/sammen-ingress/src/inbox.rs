@@ -312,22 +312,28 @@ impl InboxRegistry {
         wait: Duration,
         max: usize,
     ) -> Result<Vec<Handed>, InboxError> {
+        if self.stop.is_cancelled() {
+            return Err(InboxError::Closed);
+        }
         let r = self.receiver(gln).await?;
         let deadline = Instant::now() + wait.min(self.cfg.max_wait);
         let max = max.clamp(1, self.cfg.max_batch);
+        // Biased: once shutdown has begun, nothing more is handed out.
         let mut guard = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Ok(Vec::new()),
             g = r.sub.lock() => g,
             () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
-            () = self.stop.cancelled() => return Ok(Vec::new()),
         };
         let Some(sub) = guard.as_mut() else {
             return Err(InboxError::Closed);
         };
         // `Subscription::next` is cancel-safe (a channel receive), so a timed-out wait loses nothing.
         let first = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Ok(Vec::new()),
             d = sub.next() => d,
             () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
-            () = self.stop.cancelled() => return Ok(Vec::new()),
         };
         let Some(first) = first else {
             r.ended.store(true, Ordering::Release);
