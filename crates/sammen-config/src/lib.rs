@@ -26,8 +26,8 @@ mod tls;
 pub use audit::AuditLogConfig;
 pub use load::{load, parse, ConfigError, Overrides, Problem};
 pub use model::{
-    BusConfig, BusKind, Config, HttpConfig, InboxSettings, Limits, LogFormat, LogSettings,
-    Receiver, RetentionConfig, StoreBackend, StoreConfig, DEFAULT_METRICS_LISTEN,
+    AckSettings, BusConfig, BusKind, Config, HttpConfig, InboxSettings, Limits, LogFormat,
+    LogSettings, Receiver, RetentionConfig, StoreBackend, StoreConfig, DEFAULT_METRICS_LISTEN,
 };
 pub use tls::{
     check_partner, default_tls_listen, parse_partners, Partner, PartnerParty, PartnersFile,

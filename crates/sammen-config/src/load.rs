@@ -244,6 +244,15 @@ impl Config {
         if r.purge_interval.is_zero() {
             p("retention.purge_interval".into(), "must be positive");
         }
+        if self.acknowledgements.timeout_secs == 0 {
+            p("acknowledgements.timeout_secs".into(), "must be positive");
+        }
+        if self.acknowledgements.scan_interval_secs == 0 {
+            p(
+                "acknowledgements.scan_interval_secs".into(),
+                "must be positive",
+            );
+        }
         let i = &self.inbox;
         if i.visibility_timeout.is_zero() {
             p("inbox.visibility_timeout".into(), "must be positive");
@@ -371,6 +380,21 @@ mod tests {
         assert_eq!(keys(e), ["log.format"]);
         let e = parse("[log]\nlevl = \"info\"\n").unwrap_err();
         assert_eq!(keys(e), ["log.levl"]);
+    }
+
+    #[test]
+    fn acknowledgement_settings() {
+        let c = parse("[acknowledgements]\ntimeout_secs = 600\n").unwrap();
+        assert_eq!(c.acknowledgements.timeout_secs, 600);
+        assert_eq!(c.acknowledgements.scan_interval_secs, 30);
+        assert_eq!(Config::default().acknowledgements.timeout_secs, 1800);
+        let e = parse("[acknowledgements]\ntimeout_secs = 0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("acknowledgements.timeout_secs"),
+            "{e}"
+        );
+        let e = parse("[acknowledgements]\ntimeout = 5\n").unwrap_err();
+        assert!(e.to_string().contains("timeout"), "{e}");
     }
 
     #[test]

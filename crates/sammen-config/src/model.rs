@@ -46,6 +46,9 @@ pub struct Config {
     /// HTTP inbox for receivers without AMQP (`[inbox]`).
     #[serde(default)]
     pub inbox: InboxSettings,
+    /// MedCom acknowledgements (`[acknowledgements]`).
+    #[serde(default)]
+    pub acknowledgements: AckSettings,
     /// Logging (`[log]`).
     #[serde(default)]
     pub log: LogSettings,
@@ -69,6 +72,7 @@ impl Default for Config {
             partners: Vec::new(),
             audit: crate::audit::AuditLogConfig::default(),
             inbox: InboxSettings::default(),
+            acknowledgements: AckSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -343,6 +347,35 @@ impl Default for InboxSettings {
             visibility_timeout: default_inbox_visibility(),
             max_unsettled: default_inbox_max_unsettled(),
             max_batch: default_inbox_max_batch(),
+        }
+    }
+}
+
+/// `[acknowledgements]`: a message not acknowledged within `timeout_secs` of its acceptance becomes
+/// `overdue` (MedCom: the sender may then resend; the broker itself never resends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckSettings {
+    /// Seconds from acceptance to `overdue` (MedCom: 30 minutes).
+    #[serde(default = "default_ack_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Seconds between overdue scans.
+    #[serde(default = "default_ack_scan_secs")]
+    pub scan_interval_secs: u64,
+}
+
+fn default_ack_timeout_secs() -> u64 {
+    30 * 60
+}
+fn default_ack_scan_secs() -> u64 {
+    30
+}
+
+impl Default for AckSettings {
+    fn default() -> Self {
+        AckSettings {
+            timeout_secs: default_ack_timeout_secs(),
+            scan_interval_secs: default_ack_scan_secs(),
         }
     }
 }

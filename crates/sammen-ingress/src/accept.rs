@@ -1,6 +1,7 @@
 //! `POST /v1/messages`.
 
-use crate::answer::{self, Accepted, UNKNOWN_RECEIVER};
+use crate::answer::{self, Accepted, AckInfo, UNKNOWN_RECEIVER};
+use crate::leaves;
 use crate::observe::Observe;
 use crate::state::Ingress;
 use axum::body::{Body, Bytes};
@@ -10,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, Limited};
 use sammen_model::{Issue, Report};
-use sammen_outbox::{AcceptAudit, AcceptOutcome, AcceptRequest, MessageMeta, OutboxError};
+use sammen_outbox::sammen_audit::Event;
+use sammen_outbox::{
+    AcceptAudit, AcceptOutcome, AcceptRequest, AckAcceptOutcome, MessageMeta, OutboxError,
+};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tracing::{debug, info, warn};
@@ -128,6 +132,12 @@ fn to_request(
     })
 }
 
+/// What the outbox answered: a plain message's outcome, or an acknowledgement's.
+enum Stored {
+    Plain(AcceptOutcome),
+    Ack(AckAcceptOutcome),
+}
+
 /// `POST /v1/messages`.
 pub(crate) async fn post_message(
     State(ing): State<Arc<Ingress>>,
@@ -207,32 +217,62 @@ pub(crate) async fn post_message(
         sammen_adapters::validate(&bytes, &opts)
     };
     obs.received(&report, bytes.len());
+    let fingerprint = peer
+        .as_ref()
+        .map(|axum::Extension(p)| p.cert.fingerprint.clone());
+    let fp = fingerprint.as_deref();
     // Over HTTPS: the sender must be one of the certificate's identities (an invalid message without any
     // sender gets its 422 below instead).
     if let Some(axum::Extension(peer)) = &peer {
         match sammen_identity::authorize_sender(peer, &report) {
             Err(sammen_identity::Refusal::Sender(sammen_identity::SenderRefusal::Missing))
                 if !report.is_valid() => {}
-            Err(r) => return crate::tls::refused(&r),
+            Err(r) => {
+                let ev = Event::IdentityRefused;
+                leaves::refused(&ing, Some(&report), &bytes, fp, ev).await;
+                return crate::tls::refused(&r);
+            }
             Ok(()) => {}
         }
     }
     if !report.is_valid() {
         debug!(family = ?report.family, errors = report.errors().count(), "refused: invalid");
         obs.invalid(&report);
+        let ev = leaves::rejected(&report);
+        leaves::refused(&ing, Some(&report), &bytes, fp, ev).await;
         return answer::invalid(&report);
     }
+    // An acknowledgement is correlated with what it answers (acks only; MedCom §5).
+    let response = report
+        .family
+        .filter(|f| f.is_acknowledgement())
+        .map(|_| report.response.clone());
+    if let Some(None) = response {
+        let mut report = report;
+        report.push(Issue::error(
+            "ack.response-missing",
+            "response",
+            "an acknowledgement must name the message it answers",
+        ));
+        obs.invalid(&report);
+        let ev = leaves::rejected(&report);
+        leaves::refused(&ing, Some(&report), &bytes, fp, ev).await;
+        return answer::invalid(&report);
+    }
+    let response = response.flatten();
+    // For a refusal's leaves after `to_request` consumed the report.
+    let report_for_leaves = ing.outbox.audit().map(|_| report.clone());
     // For the audit leaf: the patient is only ever stored as a keyed hash, the certificate by fingerprint.
     let audit = AcceptAudit::default()
         .patient(report.patient.clone())
-        .cert_fingerprint(
-            peer.as_ref()
-                .map(|axum::Extension(p)| p.cert.fingerprint.clone()),
-        );
+        .cert_fingerprint(fingerprint.clone())
+        .received(true);
     let req = match to_request(&ing, report, bytes.to_vec()) {
         Ok(r) => r,
         Err(report) => {
             obs.invalid(&report);
+            let ev = leaves::rejected(&report);
+            leaves::refused(&ing, report_for_leaves.as_ref(), &bytes, fp, ev).await;
             return answer::invalid(&report);
         }
     };
@@ -240,9 +280,25 @@ pub(crate) async fn post_message(
     let family = req.meta.family;
     let meta = req.meta.clone();
     let ob = ing.outbox.clone();
-    let outcome = match tokio::task::spawn_blocking(move || ob.accept_with(req, audit)).await {
+    let answers = response.clone();
+    let outcome = match tokio::task::spawn_blocking(move || match answers {
+        Some(r) => ob.accept_acknowledgement(req, audit, &r).map(Stored::Ack),
+        None => ob.accept_with(req, audit).map(Stored::Plain),
+    })
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(OutboxError::Corrupt("accept task aborted".into())),
+    };
+    // An acknowledgement's own outcomes; the plain ones below.
+    let outcome = match (outcome, &response) {
+        (Ok(Stored::Ack(o)), Some(r)) => {
+            let (msg, took) = (&meta, started.elapsed());
+            return crate::ack::answer(&ing, &obs, o, msg, r, took);
+        }
+        (Ok(Stored::Ack(_)), None) => Err(OutboxError::Corrupt("unreachable".into())),
+        (Ok(Stored::Plain(o)), _) => Ok(o),
+        (Err(e), _) => Err(e),
     };
     match outcome {
         Ok(AcceptOutcome::Accepted { id }) | Ok(AcceptOutcome::Resend { id, .. }) => {
@@ -256,6 +312,29 @@ pub(crate) async fn post_message(
                     message_id,
                     status: "accepted".into(),
                     resend,
+                    ..Accepted::default()
+                }),
+            )
+                .into_response()
+        }
+        Ok(AcceptOutcome::AlreadyAcknowledged {
+            id, ack, reroute, ..
+        }) => {
+            // MedCom: a resend of an acknowledged message gets the same acknowledgement back.
+            ing.wake.notify_one();
+            info!(record = %id, reroute = %reroute, family = %family, "resend answered with its acknowledgement");
+            obs.duplicate(&message_id, family, id.0);
+            (
+                StatusCode::OK,
+                Json(Accepted {
+                    message_id,
+                    status: "acknowledged".into(),
+                    resend: true,
+                    acknowledgement: Some(AckInfo {
+                        message_id: ack.message_id,
+                        code: ack.code.as_str().into(),
+                    }),
+                    ..Accepted::default()
                 }),
             )
                 .into_response()
@@ -268,7 +347,7 @@ pub(crate) async fn post_message(
                 Json(Accepted {
                     message_id,
                     status: "duplicate".into(),
-                    resend: false,
+                    ..Accepted::default()
                 }),
             )
                 .into_response()

@@ -10,15 +10,35 @@ use serde::{Deserialize, Serialize};
 pub const UNKNOWN_RECEIVER: &str = "MSG_Receiver_Identifier_UNKNOWN";
 
 /// 202 / 200 body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     /// The message id (MessageHeader id / letter id): use it with `GET /v1/messages/{id}`.
     pub message_id: String,
-    /// `accepted` or `duplicate`.
+    /// `accepted`, `duplicate`, or `acknowledged` (a resend of a message already acknowledged: the
+    /// acknowledgement in `acknowledgement` is sent back to the sender again; nothing is forwarded).
     pub status: String,
     /// True when this was a resend of an earlier message (same message id, new envelope).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resend: bool,
+    /// For an acknowledgement: the message id it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledges: Option<String>,
+    /// For an acknowledgement: `correlated` (the answered message is known here and is now
+    /// acknowledged) or `uncorrelated` (routed all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<String>,
+    /// With `status = "acknowledged"`: the acknowledgement already given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledgement: Option<AckInfo>,
+}
+
+/// An acknowledgement, as answers name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckInfo {
+    /// The acknowledgement's message id.
+    pub message_id: String,
+    /// Its code: `ok`, `transient-error` or `fatal-error`.
+    pub code: String,
 }
 
 /// Body of every non-2xx answer except 422 (which carries the [`Report`]).

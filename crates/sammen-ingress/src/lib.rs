@@ -25,6 +25,19 @@
 //!   and one not acked within the visibility timeout, or unacked when the process stops, goes back to its
 //!   queue. Memory per receiver is bounded by `max_unsettled`, never by the backlog.
 //!
+//! - Acknowledgements (FHIR Acknowledgement, OIOXML XCTL; MedCom §5) are posted like any message and go
+//!   through `Outbox::accept_acknowledgement`: the ack's 202 and the original's move to
+//!   `acknowledged(code)` are one durable batch. The 202 says `correlated` or `uncorrelated` (routed all
+//!   the same); a second, different ack answers 409 `ack.already-acknowledged` (the first is kept); an ack
+//!   answering an ack 422 `ack.answers-acknowledgement`. A resend of an acknowledged message answers 200
+//!   `acknowledged` with the first ack's id, and that ack is queued to the sender again (resend flag).
+//! - Audit (issue #5), when the outbox has a log: every request that reached validation leaves `received`
+//!   plus its outcome, durable before the answer — `accepted`/`resend`/`duplicate` from the outbox in the
+//!   same batch as the change, `rejected` (first error code), `identity-refused` (403) and
+//!   `certificate-refused` (unregistered certificate) as one batch of their own. Leaves hold ids, codes,
+//!   hashes, GLN/SOR and the certificate fingerprint; ids of an invalid message only when they look like
+//!   ids; the patient only as the log's keyed hash.
+//!
 //! - Telemetry: with an `axum::Extension<sammen_telemetry::SharedTelemetry>` on the router, every answer
 //!   of `POST /v1/messages` is counted once (received after validation; accepted, resend, duplicate, or
 //!   rejected by family and code), with label values from closed sets only.
@@ -35,15 +48,17 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+mod ack;
 mod answer;
 pub mod inbox;
+mod leaves;
 mod observe;
 mod receivers;
 mod state;
 mod status;
 pub mod tls;
 
-pub use answer::{Accepted, ErrorBody, UNKNOWN_RECEIVER};
+pub use answer::{Accepted, AckInfo, ErrorBody, UNKNOWN_RECEIVER};
 pub use inbox::{InboxConfig, InboxRegistry};
 pub use receivers::Receivers;
 pub use state::{Ingress, IngressConfig, SharedOutbox};

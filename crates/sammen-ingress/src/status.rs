@@ -53,6 +53,15 @@ pub struct RecordView {
     pub last_error: Option<String>,
     /// False once retention dropped the payload.
     pub payload_retained: bool,
+    /// The acknowledgement that answered this record (its message id and code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<crate::AckInfo>,
+    /// For an acknowledgement: the message id it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledges: Option<String>,
+    /// For an acknowledgement: `correlated` or `uncorrelated` (nothing here matched what it answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<String>,
 }
 
 /// `GET /v1/messages/{id}` body.
@@ -94,6 +103,18 @@ fn record_view(s: Status) -> RecordView {
         attempts: s.attempts,
         last_error: s.last_error,
         payload_retained: s.payload_retained,
+        acknowledged_by: s.acknowledged_by.map(|l| crate::AckInfo {
+            message_id: l.message_id,
+            code: l.code.as_str().into(),
+        }),
+        correlation: s.answers.as_ref().map(|a| {
+            if a.originals.is_empty() {
+                "uncorrelated".into()
+            } else {
+                "correlated".into()
+            }
+        }),
+        acknowledges: s.answers.map(|a| a.message_id),
     }
 }
 

@@ -98,16 +98,23 @@ pub fn refused(r: &Refusal) -> Response {
 /// The ingress routes for the HTTPS listener: [`crate::router`] plus a guard that refuses, with 403, any
 /// request under `/v1/` from a certificate that no partner entry names (health checks stay open).
 pub fn tls_router(state: Arc<Ingress>) -> Router {
-    crate::router(state).layer(middleware::from_fn(require_partner))
+    let guard = middleware::from_fn_with_state(state.clone(), require_partner);
+    crate::router(state).layer(guard)
 }
 
-async fn require_partner(req: Request, next: Next) -> Response {
+async fn require_partner(
+    axum::extract::State(ing): axum::extract::State<Arc<Ingress>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if req.uri().path().starts_with("/v1/") {
-        let partner = req
-            .extensions()
-            .get::<PeerIdentity>()
-            .and_then(|p| p.partner.as_ref());
+        let peer = req.extensions().get::<PeerIdentity>();
+        let partner = peer.and_then(|p| p.partner.as_ref());
         if partner.is_none() {
+            // Audit leaf (issue #5): which certificate, never what it sent.
+            let fp = peer.map(|p| p.cert.fingerprint.clone());
+            let ev = sammen_outbox::sammen_audit::Event::CertificateRefused;
+            crate::leaves::refused(&ing, None, &[], fp.as_deref(), ev).await;
             return refused(&Refusal::Certificate(
                 sammen_identity::CertificateRefusal::Unregistered,
             ));

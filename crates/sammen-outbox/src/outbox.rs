@@ -419,6 +419,15 @@ impl<S: Store> Outbox<S> {
         }
     }
 
+    /// [`Self::record`] for several events in one durable batch (e.g. `received` and the refusal that
+    /// followed, so a refused request costs one commit). Their leaf indices; empty without an audit log.
+    pub fn record_all(&self, events: Vec<LeafEvent>) -> Result<Vec<LeafIndex>, OutboxError> {
+        match &self.audit {
+            Some(a) if !events.is_empty() => Ok(a.submit(Batch::new(), events)?.wait()?),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Submit `b` with its leaves (plain when there is no audit log or nothing to record). Callers that
     /// need submit order (ids) hold their lock across this call; the audit log holds its own inside.
     fn submit(&self, b: Batch, events: Vec<LeafEvent>) -> Result<Commit<'_, S>, OutboxError> {
