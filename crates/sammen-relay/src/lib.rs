@@ -23,18 +23,23 @@
 //!   row (same message id, receiver and sha256) to `delivered`; receipts are idempotent and may overtake
 //!   the confirm (the row is then marked published first). With RabbitMQ they are consumed from the
 //!   receipts queue ([`receipts::run_amqp_receipts`]); in-process subscribers call [`receipts::apply`].
+//! - Overdue ([`overdue`]): a record not acknowledged within the configured time (from acceptance) is marked
+//!   `overdue` by a periodic scan, durably with its leaf; acknowledgements never wait for one, records not
+//!   yet published stay `accepted`, and nothing is ever resent by the broker.
 //! - Outbox calls block on fsync: they run on the blocking pool, never on a runtime worker.
 #![forbid(unsafe_code)]
 
 mod convert;
 mod error;
 mod lane;
+pub mod overdue;
 pub mod receipts;
 mod relay;
 mod retention;
 
 pub use convert::{content_type_of, to_bus_message};
 pub use error::RelayError;
+pub use overdue::{OverdueScanner, OverdueStats};
 pub use relay::{Relay, RelayConfig};
 pub use retention::run_retention;
 

@@ -167,6 +167,18 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
         cfg.retention.metadata_ttl,
         stop.child_token(),
     ));
+    // No acknowledgement in time -> overdue (counted via the outbox's transition observer; never resent).
+    let acks = &cfg.acknowledgements;
+    let overdue_task = tokio::spawn(
+        sammen_relay::OverdueScanner::new(
+            outbox.clone(),
+            std::time::Duration::from_secs(acks.timeout_secs),
+        )
+        .run(
+            std::time::Duration::from_secs(acks.scan_interval_secs),
+            stop.child_token(),
+        ),
+    );
     let receipts_task = match (&cfg.bus.kind, &cfg.bus.url) {
         (BusKind::Amqp, Some(url)) => Some(tokio::spawn(receipts::run_amqp_receipts(
             outbox.clone(),
@@ -209,6 +221,7 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
         warn!(error = %e, "relay ended with an error");
     }
     let _ = retention_task.await;
+    let _ = overdue_task.await;
     if let Some(t) = checkpoint_task {
         let _ = t.await;
     }
