@@ -206,7 +206,7 @@ extra=$(comm -13 "$WORK/accepted.txt" "$WORK/delivered.txt" | wc -l)
 
 metric() { curl -s "http://127.0.0.1:$(metrics_port "$1")/metrics" | grep -E "^$2" | awk '{s += $2} END {print s + 0}'; }
 for i in 1 2; do
-  log "node $i metrics: accepted $(metric "$i" sammen_messages_accepted_total), confirmed $(metric "$i" 'sammen_publish_confirm_duration_seconds_count\{outcome="ack"'), publish failures $(metric "$i" 'sammen_publish_confirm_duration_seconds_count\{outcome="(nack|timeout|not-connected)"'), bus reconnects $(metric "$i" sammen_bus_reconnects_total), outbox depth $(metric "$i" sammen_outbox_depth)"
+  log "node $i metrics: accepted $(metric "$i" sammen_messages_accepted_total), confirmed $(metric "$i" 'sammen_publish_confirm_duration_seconds_count\{outcome="ack"'), publish failures $(metric "$i" 'sammen_publish_confirm_duration_seconds_count\{outcome="(nack|timeout|not-connected)"'), bus reconnects $(metric "$i" sammen_bus_reconnects_total), outbox depth $(metric "$i" sammen_outbox_depth), marked delivered by receipts $(metric "$i" sammen_messages_delivered_total)"
 done
 log "quorum members of sammen.inbox.5790001348120: $(rmq_env "$RMQ_BIN/rabbitmq-queues" -q -n "$(node 1)" quorum_status sammen.inbox.5790001348120 2>/dev/null | grep -c sammen-so || true)"
 log "202 answers $answered_202 (distinct ids $accepted); distinct ids delivered $delivered; missing $missing; delivered without a 202 $extra"

@@ -23,6 +23,8 @@ pub async fn apply(outbox: &SharedOutbox, r: &DeliveryReceipt) -> Result<usize, 
     let ob = outbox.clone();
     let r = r.clone();
     blocking(move || {
+        // Delivery lines (and the delivered metric's log event) inside the message's span.
+        let _span = sammen_telemetry::message_span(&r.message_id).entered();
         let mut n = 0;
         for id in ob.find(&r.message_id)? {
             let Some(s) = ob.status(id)? else { continue };

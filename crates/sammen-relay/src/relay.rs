@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 /// How the relay publishes.
 #[derive(Debug, Clone)]
@@ -240,18 +240,31 @@ impl Relay {
                     l.in_flight += 1;
                 }
                 let gln = gln.to_string();
+                // The message's span (as in ingress and delivery), so its confirm lines carry its id.
+                let span = sammen_telemetry::message_span(&p.meta.message_id);
+                span.record("record", id.0);
                 // Timed from the publish call: a full in-flight window is part of what a sender waits.
                 let observe = self
                     .telemetry
                     .clone()
                     .map(|t| (t, p.meta.message_id, p.attempts.saturating_add(1)));
-                run.confirms.push(Box::pin(async move {
-                    let outcome = pending.await;
-                    if let Some((t, message_id, attempt)) = observe {
-                        observe_outcome(&t, &message_id, id, &outcome, started.elapsed(), attempt);
+                run.confirms.push(Box::pin(
+                    async move {
+                        let outcome = pending.await;
+                        if let Some((t, message_id, attempt)) = observe {
+                            observe_outcome(
+                                &t,
+                                &message_id,
+                                id,
+                                &outcome,
+                                started.elapsed(),
+                                attempt,
+                            );
+                        }
+                        (id, gln, outcome)
                     }
-                    (id, gln, outcome)
-                }));
+                    .instrument(span),
+                ));
                 true
             }
             Err(BusError::Invalid(e)) => {

@@ -345,6 +345,10 @@ async fn logs_of_an_end_to_end_run_carry_no_personal_data() {
     assert!(lines.len() > 100, "only {} log lines", lines.len());
     assert!(lines.iter().any(|l| l.contains("message_accepted")));
     assert!(lines.iter().any(|l| l.contains("message_rejected")));
+    // Relay and delivery lines run inside the message's span (JSON `"span":{"message_id":…,"name":"message"}`).
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("publish_confirmed") && l.contains("\"name\":\"message\"")));
     let pd = pd::conformance_personal_data(&conformance);
     let needles: Vec<&str> = pd.iter().map(String::as_str).collect();
     capture.assert_no_personal_data(&needles);
