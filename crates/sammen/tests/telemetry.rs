@@ -174,6 +174,13 @@ async fn metrics_follow_the_messages() {
         .unwrap()
         .to_string();
 
+    // A CareCommunication, to be acknowledged below once it is published.
+    let cc = std::fs::read(repo().join(
+        "conformance/examples/carecommunication/Bundle-add5e7e2-0c0f-4a4a-bfff-f6f984fa7e3c.xml",
+    ))
+    .unwrap();
+    assert_eq!(send(&cc).await.0, 202);
+
     // The reference subscriber takes the messages and sends delivery receipts.
     let out = dir.path().join("inbox");
     let mut sub = Command::new(env!("CARGO_BIN_EXE_sammen"))
@@ -191,9 +198,28 @@ async fn metrics_follow_the_messages() {
     let m = wait_for(
         &broker.metrics,
         "confirms, a delivery receipt, bus up",
-        |m| get(m, confirmed) >= 2.0 && get(m, &delivered) >= 1.0 && get(m, connected) == 1.0,
+        |m| get(m, confirmed) >= 3.0 && get(m, &delivered) >= 1.0 && get(m, connected) == 1.0,
     )
     .await;
+    // The municipality's ok acknowledgement of that CareCommunication: counted by the original's family
+    // and the code, with accept → acknowledged observed.
+    let ack = std::fs::read(repo().join(
+        "conformance/examples/acknowledgement/Bundle-a8c041b8-c65a-4fde-a90f-962076918834.xml",
+    ))
+    .unwrap();
+    assert_eq!(send(&ack).await.0, 202);
+    let cc_ok = "{code=\"ok\",family=\"CareCommunication\"}";
+    let acked = wait_for(&broker.metrics, "the acknowledgement counted", |m| {
+        get(m, &format!("sammen_acknowledgements_total{cc_ok}")) == 1.0
+    })
+    .await;
+    assert_eq!(
+        get(
+            &acked,
+            &format!("sammen_accept_to_acknowledged_seconds_count{cc_ok}")
+        ),
+        1.0
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &sub.id().to_string()])
         .status();
