@@ -14,11 +14,15 @@
 //! - **No personal data in issues.** Texts describe the rule, never a value; the patient identifier only
 //!   goes to [`Report::patient`](sammen_model::Report), which is never serialised.
 //! - **Never panics on input.** No indexing or unwrap on anything a message controls (it is fuzzed).
+//! - **What we build, we accept.** [`build::acknowledgement`] makes standard Acknowledgements (for the
+//!   broker answering on a receiver's behalf, and for tests) that pass this validator without a single
+//!   issue, for every response code (`sammen-adapters/tests/ack_builder.rs`).
 //! - **One pass to index.** Entries are indexed once (fullUrl and `Type/id` maps); locations are built
 //!   only when an issue is reported.
 #![forbid(unsafe_code)]
 
 mod acknowledgement;
+pub mod build;
 mod bundle;
 mod care_communication;
 mod hospital_notification;
