@@ -1,5 +1,5 @@
-//! Fuzz the bounded XML reader directly: decode + tree build must never panic, and a tree it returns
-//! must be walkable.
+//! Fuzz the bounded XML reader directly: decode + tree build must never panic, a tree it returns
+//! must be walkable, and its attribute scanner must agree with quick-xml's.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use sammen_adapters::sammen_xml::{decode, ns, Document, Limits};
@@ -12,6 +12,8 @@ fn walk(n: sammen_adapters::sammen_xml::Node<'_>, depth: usize) -> usize {
 fuzz_target!(|data: &[u8]| {
     let infer = data.first().is_some_and(|b| b & 1 == 1);
     if let Ok(d) = decode(data, infer) {
+        // The tree builder's own attribute scanner must accept and refuse exactly what quick-xml does.
+        assert_eq!(sammen_adapters::sammen_xml::attribute_scan_mismatch(&d.text), None);
         let limits = Limits { max_depth: 32, ..Limits::default() };
         if let Ok(doc) = Document::parse(&d.text, &limits, &[ns::XHTML]) {
             assert_eq!(walk(doc.root(), 0), doc.len());

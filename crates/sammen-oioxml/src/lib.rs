@@ -85,7 +85,8 @@ pub fn validate_emessage(root: Node<'_>, report: &mut Report) {
         return;
     };
     report.family = Some(*fam);
-    let base = format!("Emessage.{}", lt.root);
+    // Concatenation, not format!: formatting was ~1% of validating a small letter (callgrind).
+    let base = ["Emessage.", lt.root.as_str()].concat();
     match nav::kid(t, l, "Letter") {
         None => report.push(Issue::error(
             "oioxml.letter.identifier-missing",

@@ -6,8 +6,12 @@
 
 use crate::error::{reason_of, XmlError};
 use crate::Limits;
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::QName;
 use quick_xml::Reader;
+use std::borrow::Cow;
+use std::collections::HashSet;
 
 const NONE: u32 = u32::MAX;
 
@@ -45,7 +49,8 @@ pub struct Document {
     arena: String,
     nodes: Vec<NodeRec>,
     attrs: Vec<AttrRec>,
-    namespaces: Vec<String>,
+    /// Namespace URIs, in the arena (id 0 = "no namespace" is the empty span).
+    namespaces: Vec<Span>,
 }
 
 impl Document {
@@ -80,6 +85,21 @@ impl Document {
         self.nodes.is_empty()
     }
 
+    /// The bytes of a span (no char-boundary checks: for comparisons).
+    fn bytes(&self, s: Span) -> &[u8] {
+        let start = s.start as usize;
+        self.arena
+            .as_bytes()
+            .get(start..start + s.len as usize)
+            .unwrap_or(&[])
+    }
+
+    fn namespace(&self, id: u16) -> &str {
+        self.namespaces
+            .get(usize::from(id))
+            .map_or("", |&s| self.str(s))
+    }
+
     fn str(&self, s: Span) -> &str {
         let start = s.start as usize;
         self.arena.get(start..start + s.len as usize).unwrap_or("")
@@ -100,12 +120,13 @@ fn is_ncname(s: &str) -> bool {
 /// Append `s` with XML 1.0 end-of-line handling (`\r\n` and lone `\r` become `\n`) straight into the
 /// arena, instead of quick-xml's `xml10_content`, which allocates a new string for every text with a `\r`.
 fn push_normalised_eols(arena: &mut String, s: &str) {
-    if !s.as_bytes().contains(&b'\r') {
+    // memchr: the standard library's byte search was ~2% of validation (callgrind).
+    if memchr::memchr(b'\r', s.as_bytes()).is_none() {
         arena.push_str(s);
         return;
     }
     let mut rest = s;
-    while let Some(i) = rest.find('\r') {
+    while let Some(i) = memchr::memchr(b'\r', rest.as_bytes()) {
         arena.push_str(&rest[..i]);
         arena.push('\n');
         rest = &rest[i + 1..];
@@ -116,9 +137,89 @@ fn push_normalised_eols(arena: &mut String, s: &str) {
     arena.push_str(rest);
 }
 
+/// `a == b` for equally long slices; names are short, and a `memcmp` call cost more than the
+/// comparison (callgrind).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| {
+        let mut w = [0u8; 8];
+        if let Some(c) = s.get(i..i + 8) {
+            w.copy_from_slice(c);
+        }
+        u64::from_le_bytes(w)
+    };
+    match n {
+        0..=7 => a.iter().zip(b).all(|(x, y)| x == y),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// Only white space? (What `trim().is_empty()` says, in one pass that stops at the first other character.)
+fn is_blank(s: &str) -> bool {
+    s.chars().all(char::is_whitespace)
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `w` that is zero. The lowest flagged byte is always a true zero (a
+/// borrow can only flag bytes above a true one), which is all [`swar_find`] relies on.
+const fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(LO) & !w & HI
+}
+
+/// High bit set in each byte of `w` below `n` (`n` ≤ 128), with the same lowest-is-true property.
+const fn bytes_below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(LO * n as u64) & !w & HI
+}
+
+/// Index of the first byte of `b` that `hit` selects, eight bytes at a time. `flags` is the same test
+/// over a little-endian word (see [`zero_bytes`]). Names and values are too short for memchr's vector
+/// paths, and byte loops here were a tenth of validation (callgrind).
+#[inline]
+fn swar_find(b: &[u8], flags: impl Fn(u64) -> u64, hit: impl Fn(u8) -> bool) -> Option<usize> {
+    let n = b.len();
+    if n < 8 {
+        return b.iter().position(|&c| hit(c));
+    }
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        if let Some(c) = b.get(i..i + 8) {
+            w.copy_from_slice(c);
+        }
+        u64::from_le_bytes(w)
+    };
+    let mut i = 0;
+    while i + 8 <= n {
+        let z = flags(word(i));
+        if z != 0 {
+            return Some(i + (z.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if i == n {
+        return None;
+    }
+    // The tail: the last eight bytes, minus those already checked. Those had no hit, so they cannot
+    // flag anything above them either.
+    let seen = i - (n - 8);
+    let z = flags(word(n - 8)) & (u64::MAX << (8 * seen));
+    (z != 0).then(|| n - 8 + (z.trailing_zeros() / 8) as usize)
+}
+
+/// Index of the first `:` in `b`.
+fn find_colon(b: &[u8]) -> Option<usize> {
+    swar_find(b, |w| zero_bytes(w ^ (LO * u64::from(b':'))), |c| c == b':')
+}
+
 /// Split a qualified name (`NCName` or `NCName:NCName`) into (prefix or "", local); `None` if invalid.
 fn split_qname(s: &str) -> Option<(&str, &str)> {
-    let (prefix, local) = match s.as_bytes().iter().position(|&c| c == b':') {
+    let (prefix, local) = match find_colon(s.as_bytes()) {
         Some(i) => (&s[..i], &s[i + 1..]),
         None => ("", s),
     };
@@ -130,10 +231,234 @@ fn split_qname(s: &str) -> Option<(&str, &str)> {
 
 /// True when the raw attribute text of a tag mentions `xmlns` (cheaper than a substring searcher per tag).
 fn mentions_xmlns(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    b.iter()
-        .enumerate()
-        .any(|(i, &c)| c == b'x' && b[i..].starts_with(b"xmlns"))
+    let mut b = raw.as_bytes();
+    while let Some(i) = swar_find(b, |w| zero_bytes(w ^ (LO * u64::from(b'x'))), |c| c == b'x') {
+        if b[i..].starts_with(b"xmlns") {
+            return true;
+        }
+        b = &b[i + 1..];
+    }
+    false
+}
+
+/// XML white space as quick-xml's attribute iterator knows it.
+const fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\r' | b'\n' | b'\t')
+}
+
+/// Start tags with more attributes than this check duplicates with a hash set, so a tag stays O(n).
+const SMALL_TAG: usize = 8;
+
+/// An attribute the scanner refused: no `=`, no or unquoted value, unclosed quote, or a duplicate name.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct BadAttr;
+
+/// The attributes of one start tag as (raw qualified name, raw value), with exactly the acceptance
+/// rules of quick-xml's XML-mode `Attributes` iterator with duplicate checks (held to that by
+/// `attribute_scan_agrees_with_quick_xml` and the xml_tree fuzz target). quick-xml's iterator
+/// allocates a key vector for every tag with an attribute, the largest part of attribute handling
+/// (callgrind); this keeps the keys of ordinary tags on the stack. Stops after the first error.
+pub(crate) struct AttrScan<'a> {
+    raw: &'a str,
+    pos: usize,
+    failed: bool,
+    /// Names seen so far as (start, end) in `raw`: spans rather than `&str`, so that setting up a
+    /// scan per tag stays cheap.
+    keys: [(u32, u32); SMALL_TAG],
+    n_keys: usize,
+    many: Option<HashSet<&'a str>>,
+}
+
+impl<'a> AttrScan<'a> {
+    /// `raw` is the tag text after its name ([`BytesStart::attributes_raw`]).
+    pub(crate) fn new(raw: &'a str) -> Self {
+        AttrScan {
+            raw,
+            pos: 0,
+            failed: false,
+            keys: [(0, 0); SMALL_TAG],
+            n_keys: 0,
+            many: None,
+        }
+    }
+
+    /// Record the name at `start..end`; true when the tag already had it.
+    fn seen(&mut self, start: u32, end: u32) -> bool {
+        let raw = self.raw;
+        let name = |(s, e): (u32, u32)| raw.get(s as usize..e as usize).unwrap_or("");
+        let key = name((start, end));
+        if let Some(set) = &mut self.many {
+            return !set.insert(key);
+        }
+        if self.keys[..self.n_keys].iter().any(|&k| name(k) == key) {
+            return true;
+        }
+        if self.n_keys < SMALL_TAG {
+            self.keys[self.n_keys] = (start, end);
+            self.n_keys += 1;
+        } else {
+            let mut set: HashSet<&'a str> = self.keys.iter().map(|&k| name(k)).collect();
+            set.insert(key);
+            self.many = Some(set);
+        }
+        false
+    }
+
+    fn fail<T>(&mut self) -> Option<Result<T, BadAttr>> {
+        self.failed = true;
+        Some(Err(BadAttr))
+    }
+}
+
+impl<'a> Iterator for AttrScan<'a> {
+    type Item = Result<(&'a str, &'a str), BadAttr>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let raw = self.raw;
+        Some(self.next_span()?.and_then(|[ks, ke, vs, ve]| {
+            match (
+                raw.get(ks as usize..ke as usize),
+                raw.get(vs as usize..ve as usize),
+            ) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                _ => Err(BadAttr),
+            }
+        }))
+    }
+}
+
+impl<'a> AttrScan<'a> {
+    /// The next attribute as byte offsets (name start, name end, value start, value end) in the raw
+    /// text, which is shorter than `u32::MAX` (checked by [`Document::parse`]).
+    #[inline]
+    fn next_span(&mut self) -> Option<Result<[u32; 4], BadAttr>> {
+        if self.failed {
+            return None;
+        }
+        let b = self.raw.as_bytes();
+        let mut i = self.pos;
+        while i < b.len() && is_ws(b[i]) {
+            i += 1;
+        }
+        if i >= b.len() {
+            self.pos = i;
+            return None;
+        }
+        // As in quick-xml, the name's first byte is taken as is (even `=`); the name ends at the next
+        // `=` or white space.
+        let key_start = i;
+        i += 1;
+        while i < b.len() && b[i] != b'=' && !is_ws(b[i]) {
+            i += 1;
+        }
+        let key_end = i;
+        while i < b.len() && is_ws(b[i]) {
+            i += 1;
+        }
+        if b.get(i) != Some(&b'=') {
+            return self.fail();
+        }
+        i += 1;
+        // Boundaries sit next to ASCII bytes, so `get` never fails; it keeps this panic-free anyway.
+        if self.raw.get(key_start..key_end).is_none() {
+            return self.fail();
+        }
+        if self.seen(key_start as u32, key_end as u32) {
+            return self.fail();
+        }
+        while i < b.len() && is_ws(b[i]) {
+            i += 1;
+        }
+        let quote = match b.get(i) {
+            Some(&q @ (b'"' | b'\'')) => q,
+            _ => return self.fail(),
+        };
+        let v_start = i + 1;
+        let Some(len) = b
+            .get(v_start..)
+            .and_then(|rest| memchr::memchr(quote, rest))
+        else {
+            return self.fail();
+        };
+        let v_end = v_start + len;
+        self.pos = v_end + 1;
+        Some(Ok([key_start, key_end, v_start, v_end].map(|i| i as u32)))
+    }
+}
+
+/// Might an attribute value contain a reference or white space the XML rules rewrite? (Also true for
+/// other control characters: normalising those changes nothing, so a false alarm only costs time.)
+fn needs_normalising(raw: &str) -> bool {
+    swar_find(
+        raw.as_bytes(),
+        |w| zero_bytes(w ^ (LO * u64::from(b'&'))) | bytes_below(w, 0x0E),
+        |c| c == b'&' || c < 0x0E,
+    )
+    .is_some()
+}
+
+/// The error for anything [`AttrScan`] refuses (the text quick-xml's `InvalidAttr` maps to).
+fn bad_attribute(offset: usize) -> XmlError {
+    XmlError::Malformed {
+        offset,
+        reason: reason_of(&quick_xml::Error::InvalidAttr(
+            quick_xml::events::attributes::AttrError::ExpectedEq(0),
+        )),
+    }
+}
+
+/// (Name, value) pairs of the attributes of `raw` until the first error, and whether there was one.
+type Scanned = (Vec<(String, String)>, bool);
+
+fn scan_ours(raw: &str) -> Scanned {
+    let mut ok = Vec::new();
+    for a in AttrScan::new(raw) {
+        match a {
+            Ok((k, v)) => ok.push((k.to_owned(), v.to_owned())),
+            Err(BadAttr) => return (ok, true),
+        }
+    }
+    (ok, false)
+}
+
+fn scan_quick_xml(e: &BytesStart<'_>) -> Scanned {
+    let mut ok = Vec::new();
+    for a in e.attributes() {
+        match a {
+            Ok(a) => ok.push((a.key.as_ref().to_owned(), a.value.into_owned())),
+            Err(_) => return (ok, true),
+        }
+    }
+    (ok, false)
+}
+
+/// For the xml_tree fuzz target: read `text` with quick-xml and check that the tree builder's attribute
+/// scanner yields, for every start tag, the same attributes and the same refusal as quick-xml's own
+/// iterator. Returns the byte offset of the first tag where they differ.
+#[doc(hidden)]
+pub fn attribute_scan_mismatch(text: &str) -> Option<usize> {
+    let mut reader = Reader::from_str(text);
+    loop {
+        let offset = reader.buffer_position() as usize;
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                if scan_ours(e.attributes_raw()) != scan_quick_xml(&e) {
+                    return Some(offset);
+                }
+            }
+            Ok(Event::Eof) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// quick-xml's XML 1.0 attribute-value normalisation (references resolved, white space mapped).
+fn normalise_value<'a>(key: &'a str, raw: &'a str) -> quick_xml::Result<Cow<'a, str>> {
+    Attribute {
+        key: QName(key),
+        value: Cow::Borrowed(raw),
+    }
+    .normalized_value(quick_xml::XmlVersion::Implicit1_0)
 }
 
 /// A borrowed element of a [`Document`].
@@ -151,6 +476,7 @@ impl std::fmt::Debug for Node<'_> {
 }
 
 impl<'d> Node<'d> {
+    #[inline]
     fn rec(&self) -> &'d NodeRec {
         &self.doc.nodes[self.id as usize]
     }
@@ -161,21 +487,43 @@ impl<'d> Node<'d> {
     }
 
     /// Local name.
+    #[inline]
     pub fn name(&self) -> &'d str {
         self.doc.str(self.rec().name)
     }
 
     /// Namespace URI ("" when unbound).
+    #[inline]
     pub fn namespace(&self) -> &'d str {
-        &self.doc.namespaces[self.rec().ns as usize]
+        self.doc.namespace(self.rec().ns)
     }
 
     /// True when this element is `{ns}local`.
+    #[inline]
     pub fn is(&self, ns: &str, local: &str) -> bool {
-        self.name() == local && self.namespace() == ns
+        self.name_is(local) && self.namespace() == ns
+    }
+
+    /// True when the local name is `local` (cheaper than comparing [`Node::name`]).
+    #[inline]
+    pub fn name_is(&self, local: &str) -> bool {
+        let name = self.rec().name;
+        // Lengths first: most siblings differ there, without slicing or a memcmp call.
+        name.len as usize == local.len() && same_bytes(self.doc.bytes(name), local.as_bytes())
+    }
+
+    /// True when both elements are in the same namespace.
+    #[inline]
+    pub fn same_namespace(&self, other: &Node<'_>) -> bool {
+        if std::ptr::eq(self.doc, other.doc) {
+            self.rec().ns == other.rec().ns
+        } else {
+            self.namespace() == other.namespace()
+        }
     }
 
     /// Parent element.
+    #[inline]
     pub fn parent(&self) -> Option<Node<'d>> {
         let p = self.rec().parent;
         (p != NONE).then_some(Node {
@@ -185,6 +533,7 @@ impl<'d> Node<'d> {
     }
 
     /// Child elements in document order.
+    #[inline]
     pub fn children(&self) -> Children<'d> {
         Children {
             doc: self.doc,
@@ -193,17 +542,18 @@ impl<'d> Node<'d> {
     }
 
     /// First child `{ns}local` where `ns` is this element's own namespace.
+    #[inline]
     pub fn child(&self, local: &str) -> Option<Node<'d>> {
         let ns = self.rec().ns;
         self.children()
-            .find(|c| c.rec().ns == ns && c.name() == local)
+            .find(|c| c.rec().ns == ns && c.name_is(local))
     }
 
     /// All children `{ns}local` in this element's own namespace.
     pub fn children_named(&self, local: &'d str) -> impl Iterator<Item = Node<'d>> + 'd {
         let ns = self.rec().ns;
         self.children()
-            .filter(move |c| c.rec().ns == ns && c.name() == local)
+            .filter(move |c| c.rec().ns == ns && c.name_is(local))
     }
 
     /// First child `{ns}local` in a given namespace.
@@ -217,10 +567,17 @@ impl<'d> Node<'d> {
     }
 
     /// Attribute without namespace (`value`, `url`, ...).
+    #[inline]
     pub fn attr(&self, local: &str) -> Option<&'d str> {
-        self.attrs()
-            .find(|(ns, n, _)| ns.is_empty() && *n == local)
-            .map(|(_, _, v)| v)
+        let r = self.rec();
+        let doc = self.doc;
+        let range = r.attrs_start as usize..(r.attrs_start + r.attrs_len) as usize;
+        // Namespace id 0 is "no namespace".
+        doc.attrs
+            .get(range)?
+            .iter()
+            .find(|a| a.ns == 0 && same_bytes(doc.bytes(a.name), local.as_bytes()))
+            .map(|a| doc.str(a.value))
     }
 
     /// All attributes as (namespace, local name, value). `xmlns` declarations are not included.
@@ -228,52 +585,61 @@ impl<'d> Node<'d> {
         let r = self.rec();
         let doc = self.doc;
         let range = r.attrs_start as usize..(r.attrs_start + r.attrs_len) as usize;
-        doc.attrs[range].iter().map(move |a| {
-            (
-                doc.namespaces[a.ns as usize].as_str(),
-                doc.str(a.name),
-                doc.str(a.value),
-            )
-        })
+        doc.attrs[range]
+            .iter()
+            .map(move |a| (doc.namespace(a.ns), doc.str(a.name), doc.str(a.value)))
     }
 
     /// The FHIR `value` attribute.
+    #[inline]
     pub fn value(&self) -> Option<&'d str> {
         self.attr("value")
     }
 
     /// `value` attribute of the child `local` (FHIR primitive: `<status value="..."/>`).
+    #[inline]
     pub fn child_value(&self, local: &str) -> Option<&'d str> {
         self.child(local).and_then(|c| c.value())
     }
 
     /// Text directly inside this element (not its children), trimmed. Empty for opaque elements.
+    #[inline]
     pub fn text(&self) -> &'d str {
-        self.doc.str(self.rec().text).trim()
+        let s = self.doc.str(self.rec().text);
+        // Usually nothing to trim: then skip `trim`'s decoding from both ends.
+        match (s.as_bytes().first(), s.as_bytes().last()) {
+            (Some(f), Some(l)) if f.is_ascii_graphic() && l.is_ascii_graphic() => s,
+            _ => s.trim(),
+        }
     }
 
     /// Trimmed text of the child `local` in this element's namespace, if that child exists.
+    #[inline]
     pub fn child_text(&self, local: &str) -> Option<&'d str> {
         self.child(local).map(|c| c.text())
     }
 
     /// True when the element's content was not stored (opaque namespace); it did contain well-formed XML.
+    #[inline]
     pub fn is_opaque(&self) -> bool {
         self.rec().opaque
     }
 
     /// True when the element has child elements or non-blank text (opaque elements: when non-empty).
+    #[inline]
     pub fn has_content(&self) -> bool {
         let r = self.rec();
         r.first_child != NONE || r.text.len > 0 || (r.opaque && r.text.start == 1)
     }
 
     /// Byte offset of the start tag in the parsed text.
+    #[inline]
     pub fn offset(&self) -> usize {
         self.rec().offset as usize
     }
 
     /// A stable identity within the document (for sets and maps of nodes).
+    #[inline]
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -287,6 +653,7 @@ pub struct Children<'d> {
 
 impl<'d> Iterator for Children<'d> {
     type Item = Node<'d>;
+    #[inline]
     fn next(&mut self) -> Option<Node<'d>> {
         if self.next == NONE {
             return None;
@@ -300,22 +667,91 @@ impl<'d> Iterator for Children<'d> {
     }
 }
 
+/// The text of an open element so far (see `Builder::pending`).
+#[derive(Debug, Clone, Copy)]
+enum Pending<'t> {
+    /// None yet.
+    Empty,
+    /// One piece of the input, not yet copied.
+    Input(&'t str),
+    /// Several pieces, joined in `Builder::bufs` at the element's depth.
+    Joined,
+}
+
+/// Attribute spans of one tag; the first few inline (a tag with a namespace declaration rarely has
+/// more), so no allocation per document.
+#[derive(Debug, Default)]
+struct TagAttrs {
+    inline: [[u32; 4]; 8],
+    len: usize,
+    more: Vec<[u32; 4]>,
+}
+
+impl TagAttrs {
+    fn clear(&mut self) {
+        self.len = 0;
+        self.more.clear();
+    }
+
+    fn push(&mut self, span: [u32; 4]) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = span,
+            None => self.more.push(span),
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, i: usize) -> [u32; 4] {
+        match self.inline.get(i) {
+            Some(&span) => span,
+            None => self
+                .more
+                .get(i - self.inline.len())
+                .copied()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A stored element whose end tag is still to come.
+#[derive(Debug, Clone, Copy)]
+struct Open<'t> {
+    node: u32,
+    /// How many namespace bindings its start tag pushed.
+    bindings: u32,
+    /// Its text, gathered until its end tag so that it lands in the arena in one piece (text split by
+    /// child elements used to be re-copied at every child: quadratic).
+    text: Pending<'t>,
+}
+
 struct Builder<'t> {
     text: &'t str,
     limits: &'t Limits,
     opaque_ns: &'t [&'t str],
+    /// Bit `i`: is namespace id `i` one of `opaque_ns`? Decided once per namespace rather than per
+    /// element; ids from 64 on (never in MedCom messages) are compared per element.
+    opaque_ids: u64,
     doc: Document,
-    /// Stack of stored open elements.
-    stack: Vec<u32>,
+    /// Stored open elements, innermost last.
+    stack: Vec<Open<'t>>,
+    /// Join buffers by stack depth, reused across elements.
+    bufs: Vec<String>,
     /// Depth inside an opaque element (0 = not inside one).
     opaque_depth: usize,
     /// Namespace bindings in scope: (prefix span in `prefixes`, namespace id); "" is the default.
     bindings: Vec<(Span, u16)>,
     /// Prefix text of the bindings, as a stack (no allocation per declaration).
     prefixes: String,
-    /// How many bindings each open stored element pushed.
-    frames: Vec<u32>,
     root_closed: bool,
+    /// Attribute spans of the current tag, when [`Builder::declare`] read them (reused, no allocation
+    /// per tag).
+    tag_attrs: TagAttrs,
+    /// The default namespace in scope, once resolved; cleared whenever the bindings change.
+    default_ns: Option<u16>,
 }
 
 impl<'t> Builder<'t> {
@@ -324,24 +760,39 @@ impl<'t> Builder<'t> {
             text,
             limits,
             opaque_ns,
+            opaque_ids: u64::from(opaque_ns.contains(&"")),
             doc: Document {
                 // Sized from the examples (callgrind): growing these was ~5% of validation.
-                arena: String::with_capacity(text.len() / 2),
+                // What is stored is at most as long as in the input, so this rarely grows.
+                arena: String::with_capacity(text.len()),
                 nodes: Vec::with_capacity(text.len() / 24),
                 attrs: Vec::with_capacity(text.len() / 32),
-                namespaces: vec![String::new()],
+                namespaces: {
+                    let mut v = Vec::with_capacity(4);
+                    v.push(Span::default());
+                    v
+                },
             },
             stack: Vec::with_capacity(32),
+            bufs: Vec::new(),
             opaque_depth: 0,
-            bindings: Vec::new(),
+            // Small capacities up front: growing these was ~3% of a small letter (callgrind).
+            bindings: Vec::with_capacity(8),
+            // Allocated at the first prefixed declaration: most messages only declare defaults.
             prefixes: String::new(),
-            frames: Vec::with_capacity(32),
             root_closed: false,
+            tag_attrs: TagAttrs::default(),
+            default_ns: None,
         }
     }
 
     fn intern_ns(&mut self, uri: &str, offset: usize) -> Result<u16, XmlError> {
-        if let Some(i) = self.doc.namespaces.iter().position(|n| n == uri) {
+        let doc = &self.doc;
+        if let Some(i) = doc
+            .namespaces
+            .iter()
+            .position(|&n| doc.bytes(n) == uri.as_bytes())
+        {
             return Ok(i as u16);
         }
         if self.doc.namespaces.len() >= usize::from(u16::MAX) {
@@ -350,41 +801,46 @@ impl<'t> Builder<'t> {
                 reason: "too many distinct namespaces",
             });
         }
-        self.doc.namespaces.push(uri.to_owned());
+        let span = self.push_str(uri);
+        self.doc.namespaces.push(span);
+        let id = self.doc.namespaces.len() - 1;
+        if id < 64 && self.opaque_ns.contains(&uri) {
+            self.opaque_ids |= 1 << id;
+        }
         Ok((self.doc.namespaces.len() - 1) as u16)
     }
 
     /// Push the `xmlns` declarations of a start tag; returns how many. quick-xml's NsReader re-parses
     /// every start tag's attributes to find declarations; MedCom messages declare namespaces on a
     /// handful of elements, so looking only when the raw tag mentions `xmlns` saves a pass per element.
-    fn declare(&mut self, e: &BytesStart<'_>, offset: usize) -> Result<u32, XmlError> {
-        if !mentions_xmlns(e.attributes_raw()) {
-            return Ok(0);
-        }
+    ///
+    /// The tag's attributes are scanned once here and kept in `tag_attrs` for [`Self::start`] (at most
+    /// one more than the limit: `start` refuses the tag at that one).
+    fn declare(&mut self, attrs: &str, offset: usize) -> Result<u32, XmlError> {
+        self.tag_attrs.clear();
+        let mut scan = AttrScan::new(attrs);
         let mut pushed = 0;
-        for a in e.attributes() {
-            let a = a.map_err(|err| XmlError::Malformed {
-                offset,
-                reason: reason_of(&err.into()),
-            })?;
-            let key: &str = a.key.as_ref();
+        while let Some(span) = scan.next_span() {
+            let span = span.map_err(|BadAttr| bad_attribute(offset))?;
+            if self.tag_attrs.len() <= self.limits.max_attributes {
+                self.tag_attrs.push(span);
+            }
+            let [ks, ke, vs, ve] = span.map(|i| i as usize);
+            let (Some(key), Some(raw)) = (attrs.get(ks..ke), attrs.get(vs..ve)) else {
+                return Err(bad_attribute(offset));
+            };
             let prefix = match key.strip_prefix("xmlns") {
                 Some("") => "",
                 Some(p) if p.starts_with(':') => &p[1..],
                 _ => continue,
             };
-            let raw: &str = &a.value;
-            let uri = if raw
-                .bytes()
-                .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'))
-            {
-                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                    .map_err(|_| XmlError::Malformed {
-                        offset,
-                        reason: "invalid namespace declaration",
-                    })?
+            let uri = if needs_normalising(raw) {
+                normalise_value(key, raw).map_err(|_| XmlError::Malformed {
+                    offset,
+                    reason: "invalid namespace declaration",
+                })?
             } else {
-                std::borrow::Cow::Borrowed(raw)
+                Cow::Borrowed(raw)
             };
             if uri.is_empty() && !prefix.is_empty() {
                 return Err(XmlError::Malformed {
@@ -403,6 +859,7 @@ impl<'t> Builder<'t> {
             };
             self.prefixes.push_str(prefix);
             self.bindings.push((span, id));
+            self.default_ns = None;
             pushed += 1;
         }
         Ok(pushed)
@@ -410,9 +867,23 @@ impl<'t> Builder<'t> {
 
     /// Namespace of a prefix ("" = default) in scope; `xml` is predeclared.
     fn resolve_prefix(&mut self, prefix: &str, offset: usize) -> Result<u16, XmlError> {
-        let prefixes = &self.prefixes;
+        if prefix.is_empty() {
+            if let Some(id) = self.default_ns {
+                return Ok(id);
+            }
+            let id = self.lookup_prefix(prefix, offset)?;
+            self.default_ns = Some(id);
+            return Ok(id);
+        }
+        self.lookup_prefix(prefix, offset)
+    }
+
+    fn lookup_prefix(&mut self, prefix: &str, offset: usize) -> Result<u16, XmlError> {
+        let prefixes = self.prefixes.as_bytes();
         let bound = |sp: &Span| {
-            prefixes.get(sp.start as usize..(sp.start + sp.len) as usize) == Some(prefix)
+            sp.len as usize == prefix.len()
+                && prefixes.get(sp.start as usize..(sp.start + sp.len) as usize)
+                    == Some(prefix.as_bytes())
         };
         if let Some((_, id)) = self.bindings.iter().rev().find(|(sp, _)| bound(sp)) {
             return Ok(*id);
@@ -425,6 +896,10 @@ impl<'t> Builder<'t> {
     }
 
     fn pop_bindings(&mut self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        self.default_ns = None;
         let keep = self.bindings.len().saturating_sub(n as usize);
         if let Some((first_removed, _)) = self.bindings.get(keep) {
             self.prefixes.truncate(first_removed.start as usize);
@@ -443,52 +918,109 @@ impl<'t> Builder<'t> {
 
     /// Note that an opaque element has content, without storing it (start=1 is the marker, len stays 0).
     fn mark_opaque_content(&mut self) {
-        if let Some(&top) = self.stack.last() {
-            self.doc.nodes[top as usize].text = Span { start: 1, len: 0 };
+        if let Some(top) = self.stack.last() {
+            self.doc.nodes[top.node as usize].text = Span { start: 1, len: 0 };
         }
     }
 
-    /// Append text to the innermost stored element, keeping its text contiguous in the arena.
-    fn push_text(&mut self, s: &str, offset: usize) -> Result<(), XmlError> {
-        let Some(&top) = self.stack.last() else {
-            if !s.trim().is_empty() {
+    /// Which open element (index into `pending`) text `s` belongs to; `None` when it is dropped
+    /// (blank before any text, or inside opaque content).
+    fn text_target(&mut self, s: &str, offset: usize) -> Result<Option<usize>, XmlError> {
+        if self.stack.is_empty() {
+            if !is_blank(s) {
                 return Err(XmlError::ContentAfterRoot { offset });
             }
-            return Ok(());
-        };
+            return Ok(None);
+        }
         if self.opaque_depth > 0 {
-            if !s.trim().is_empty() {
+            if !is_blank(s) {
                 self.mark_opaque_content();
             }
-            return Ok(());
+            return Ok(None);
         }
-        let cur = self.doc.nodes[top as usize].text;
-        if cur.len == 0 && s.trim().is_empty() {
-            return Ok(());
+        let d = self.stack.len() - 1;
+        if matches!(self.stack.get(d), Some(o) if matches!(o.text, Pending::Empty)) && is_blank(s) {
+            return Ok(None);
         }
-        let end = (cur.start + cur.len) as usize;
-        let start = if cur.len > 0 && end == self.doc.arena.len() {
-            cur.start
-        } else {
-            let start = self.doc.arena.len() as u32;
-            if cur.len > 0 {
-                let old = self.doc.str(cur).to_owned();
-                self.doc.arena.push_str(&old);
-            }
-            start
-        };
-        push_normalised_eols(&mut self.doc.arena, s);
-        let len = self.doc.arena.len() as u32 - start;
-        self.doc.nodes[top as usize].text = Span { start, len };
+        Ok(Some(d))
+    }
+
+    /// Add text to the innermost stored element (copied: it is not a piece of the input).
+    fn push_text(&mut self, s: &str, offset: usize) -> Result<(), XmlError> {
+        if let Some(d) = self.text_target(s, offset)? {
+            self.join_text(d, s);
+        }
         Ok(())
     }
 
+    /// Add a piece of the input as text of the innermost stored element; an element's only piece
+    /// (the usual case) is copied once, at its end tag.
+    fn push_input_text(&mut self, s: &'t str, offset: usize) -> Result<(), XmlError> {
+        let Some(d) = self.text_target(s, offset)? else {
+            return Ok(());
+        };
+        match self.stack.get_mut(d) {
+            Some(Open {
+                text: p @ Pending::Empty,
+                ..
+            }) if memchr::memchr(b'\r', s.as_bytes()).is_none() => {
+                *p = Pending::Input(s);
+            }
+            _ => self.join_text(d, s),
+        }
+        Ok(())
+    }
+
+    fn join_text(&mut self, d: usize, s: &str) {
+        if self.bufs.len() <= d {
+            self.bufs.resize_with(d + 1, String::new);
+        }
+        let (Some(Open { text: p, .. }), Some(buf)) = (self.stack.get_mut(d), self.bufs.get_mut(d))
+        else {
+            return;
+        };
+        match *p {
+            Pending::Empty => buf.clear(),
+            Pending::Input(first) => {
+                buf.clear();
+                buf.push_str(first);
+            }
+            Pending::Joined => {}
+        }
+        *p = Pending::Joined;
+        push_normalised_eols(buf, s);
+    }
+
+    /// Copy the gathered text of the element closing at `pending[d]` into the arena.
+    fn store_text(&mut self, node: u32, d: usize, p: Pending<'t>) {
+        let span = match p {
+            Pending::Empty => return,
+            Pending::Input(s) => self.push_str(s),
+            Pending::Joined => {
+                let Some(buf) = self.bufs.get_mut(d) else {
+                    return;
+                };
+                let buf = std::mem::take(buf);
+                let span = self.push_str(&buf);
+                self.bufs[d] = buf;
+                span
+            }
+        };
+        if let Some(n) = self.doc.nodes.get_mut(node as usize) {
+            n.text = span;
+        }
+    }
+
+    /// Store a start tag. `listed`: its attributes were already scanned into `tag_attrs` by
+    /// [`Self::declare`].
     fn start(
         &mut self,
         ns: u16,
+        local: &str,
         e: &BytesStart<'_>,
         offset: usize,
         empty: bool,
+        listed: bool,
     ) -> Result<(), XmlError> {
         if self.root_closed {
             return Err(XmlError::ContentAfterRoot { offset });
@@ -513,60 +1045,18 @@ impl<'t> Builder<'t> {
         // whitespace character the XML rules rewrite.
         let attrs_start = self.doc.attrs.len() as u32;
         let mut n_attrs = 0usize;
-        for a in e.attributes() {
-            let a = a.map_err(|err| XmlError::Malformed {
-                offset,
-                reason: reason_of(&err.into()),
-            })?;
-            n_attrs += 1;
-            if n_attrs > self.limits.max_attributes {
-                return Err(XmlError::TooManyAttributes {
-                    limit: self.limits.max_attributes,
-                    offset,
-                });
+        let attrs = e.attributes_raw();
+        if listed {
+            for i in 0..self.tag_attrs.len() {
+                let span = self.tag_attrs.get(i);
+                self.attribute(attrs, span, storing, offset, &mut n_attrs)?;
             }
-            let raw: &str = &a.value;
-            let needs_normalising = raw
-                .bytes()
-                .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'));
-            let normalised = if needs_normalising {
-                Some(
-                    a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .map_err(|err| match err {
-                            quick_xml::Error::Escape(
-                                quick_xml::escape::EscapeError::UnrecognizedEntity(..),
-                            ) => XmlError::EntityUndefined { offset },
-                            other => XmlError::Malformed {
-                                offset,
-                                reason: reason_of(&other),
-                            },
-                        })?,
-                )
-            } else {
-                None
-            };
-            let key: &str = a.key.as_ref();
-            let Some((prefix, local)) = split_qname(key) else {
-                return Err(XmlError::Malformed {
-                    offset,
-                    reason: "attribute name is not a valid XML name",
-                });
-            };
-            if !storing || prefix == "xmlns" || (prefix.is_empty() && local == "xmlns") {
-                continue;
+        } else {
+            let mut scan = AttrScan::new(attrs);
+            while let Some(span) = scan.next_span() {
+                let span = span.map_err(|BadAttr| bad_attribute(offset))?;
+                self.attribute(attrs, span, storing, offset, &mut n_attrs)?;
             }
-            let ans = if prefix.is_empty() {
-                0
-            } else {
-                self.resolve_prefix(prefix, offset)?
-            };
-            let name = self.push_str(local);
-            let value = self.push_str(normalised.as_deref().unwrap_or(raw));
-            self.doc.attrs.push(AttrRec {
-                ns: ans,
-                name,
-                value,
-            });
         }
         if !storing {
             if !empty {
@@ -575,12 +1065,87 @@ impl<'t> Builder<'t> {
             self.mark_opaque_content();
             return Ok(());
         }
-        let opaque = self
-            .opaque_ns
-            .contains(&self.doc.namespaces[ns as usize].as_str());
-        let name = self.push_str(e.local_name().as_ref());
+        self.element(ns, local, offset, empty, attrs_start)
+    }
+
+    /// One attribute of a start tag: the limit, its value (normalised only when it contains a reference
+    /// or a white-space character the XML rules rewrite; entity references are checked even in opaque
+    /// content, so an undefined entity is always refused), its name, and — for stored elements — the
+    /// record.
+    #[inline]
+    fn attribute(
+        &mut self,
+        attrs: &str,
+        span: [u32; 4],
+        storing: bool,
+        offset: usize,
+        n_attrs: &mut usize,
+    ) -> Result<(), XmlError> {
+        let [ks, ke, vs, ve] = span.map(|i| i as usize);
+        let (Some(key), Some(raw)) = (attrs.get(ks..ke), attrs.get(vs..ve)) else {
+            return Err(bad_attribute(offset));
+        };
+        *n_attrs += 1;
+        if *n_attrs > self.limits.max_attributes {
+            return Err(XmlError::TooManyAttributes {
+                limit: self.limits.max_attributes,
+                offset,
+            });
+        }
+        let normalised = if needs_normalising(raw) {
+            Some(normalise_value(key, raw).map_err(|err| match err {
+                quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
+                    ..,
+                )) => XmlError::EntityUndefined { offset },
+                other => XmlError::Malformed {
+                    offset,
+                    reason: reason_of(&other),
+                },
+            })?)
+        } else {
+            None
+        };
+        let Some((prefix, local)) = split_qname(key) else {
+            return Err(XmlError::Malformed {
+                offset,
+                reason: "attribute name is not a valid XML name",
+            });
+        };
+        if !storing || prefix == "xmlns" || (prefix.is_empty() && local == "xmlns") {
+            return Ok(());
+        }
+        let ans = if prefix.is_empty() {
+            0
+        } else {
+            self.resolve_prefix(prefix, offset)?
+        };
+        let name = self.push_str(local);
+        let value = self.push_str(normalised.as_deref().unwrap_or(raw));
+        self.doc.attrs.push(AttrRec {
+            ns: ans,
+            name,
+            value,
+        });
+        Ok(())
+    }
+
+    /// Add an element outside opaque content (its attributes are already recorded).
+    fn element(
+        &mut self,
+        ns: u16,
+        local: &str,
+        offset: usize,
+        empty: bool,
+        attrs_start: u32,
+    ) -> Result<(), XmlError> {
+        let opaque = if ns < 64 {
+            self.opaque_ids & (1 << ns) != 0
+        } else {
+            self.opaque_ns.contains(&self.doc.namespace(ns))
+        };
+        let name = self.push_str(local);
         let id = self.doc.nodes.len() as u32;
-        let parent = self.stack.last().copied().unwrap_or(NONE);
+        let parent = self.stack.last().map_or(NONE, |o| o.node);
         self.doc.nodes.push(NodeRec {
             ns,
             name,
@@ -609,7 +1174,11 @@ impl<'t> Builder<'t> {
                 self.root_closed = true;
             }
         } else {
-            self.stack.push(id);
+            self.stack.push(Open {
+                node: id,
+                bindings: 0,
+                text: Pending::Empty,
+            });
             if opaque {
                 self.opaque_depth = 1;
             }
@@ -620,22 +1189,30 @@ impl<'t> Builder<'t> {
     /// A start tag: resolve its namespace (outside opaque content) and store it.
     fn open(&mut self, e: &BytesStart<'_>, offset: usize, empty: bool) -> Result<(), XmlError> {
         let qname = e.name();
-        let Some((prefix, _)) = split_qname(qname.as_ref()) else {
+        let Some((prefix, local)) = split_qname(qname.as_ref()) else {
             return Err(XmlError::Malformed {
                 offset,
                 reason: "element name is not a valid XML name",
             });
         };
         if self.opaque_depth > 0 {
-            return self.start(0, e, offset, empty);
+            return self.start(0, local, e, offset, empty, false);
         }
-        let pushed = self.declare(e, offset)?;
+        // Namespace declarations first: they apply to the tag's own names.
+        let listed = mentions_xmlns(e.attributes_raw());
+        let pushed = if listed {
+            self.declare(e.attributes_raw(), offset)?
+        } else {
+            0
+        };
         let ns = self.resolve_prefix(prefix, offset)?;
-        self.start(ns, e, offset, empty)?;
+        self.start(ns, local, e, offset, empty, listed)?;
         if empty {
             self.pop_bindings(pushed);
         } else {
-            self.frames.push(pushed);
+            if let Some(top) = self.stack.last_mut() {
+                top.bindings = pushed;
+            }
         }
         Ok(())
     }
@@ -646,9 +1223,9 @@ impl<'t> Builder<'t> {
             return;
         }
         self.opaque_depth = 0;
-        self.stack.pop();
-        if let Some(n) = self.frames.pop() {
-            self.pop_bindings(n);
+        if let Some(top) = self.stack.pop() {
+            self.store_text(top.node, self.stack.len(), top.text);
+            self.pop_bindings(top.bindings);
         }
         if self.stack.is_empty() {
             self.root_closed = true;
@@ -677,20 +1254,23 @@ impl<'t> Builder<'t> {
                 Event::Empty(e) => self.open(&e, offset, true)?,
                 Event::End(_) => self.end(),
                 Event::Text(t) if self.opaque_depth > 0 => {
-                    if !t.as_ref().trim().is_empty() {
+                    if !is_blank(t.as_ref()) {
                         self.mark_opaque_content();
                     }
                 }
                 // Indentation between elements: skipped before any normalisation work.
                 Event::Text(t) if t.as_ref().bytes().all(|b| b.is_ascii_whitespace()) => {}
-                Event::Text(t) => self.push_text(&t, offset)?,
+                Event::Text(t) => match t.into_inner() {
+                    Cow::Borrowed(s) => self.push_input_text(s, offset)?,
+                    Cow::Owned(s) => self.push_text(&s, offset)?,
+                },
                 Event::CData(c) => self.push_text(&c.xml10_content(), offset)?,
                 Event::GeneralRef(r) => {
                     let ch = match r.resolve_char_ref() {
                         Ok(Some(c)) => c,
                         Ok(None) => match quick_xml::escape::resolve_predefined_entity(&r) {
                             Some(s) => {
-                                self.push_text(s, offset)?;
+                                self.push_input_text(s, offset)?;
                                 continue;
                             }
                             None => return Err(XmlError::EntityUndefined { offset }),
@@ -884,6 +1464,95 @@ mod tests {
         let d = parse("<a>one<b/>two<![CDATA[<3>]]></a>").unwrap();
         assert_eq!(d.root().text(), "onetwo<3>");
         assert_eq!(d.root().child("b").unwrap().offset(), 6);
+    }
+
+    fn quick_xml_view(raw: &str) -> Scanned {
+        scan_quick_xml(&BytesStart::from_content(format!("t{raw}"), 1))
+    }
+
+    #[test]
+    fn attribute_scan_agrees_with_quick_xml() {
+        for raw in [
+            "",
+            " ",
+            r#" a="1""#,
+            r#" a = '1'  b="x'y" "#,
+            r#" a="1"b="2""#,
+            r#" a="1" a="2""#,
+            r#" a="1" b="2" a="3""#,
+            " a",
+            " a ",
+            " a=",
+            " a=1",
+            r#" a="1"#,
+            r#" ="1""#,
+            r#" =a="1""#,
+            r#" a b="1""#,
+            r#" p:a="1" q:a="2""#,
+            " a=\"<&\" é=\"ø\"",
+        ] {
+            assert_eq!(scan_ours(raw), quick_xml_view(raw), "{raw:?}");
+        }
+        // Many attributes (hash set path), with and without a late duplicate.
+        let many: String = (0..40).map(|i| format!(" a{i}=\"{i}\"")).collect();
+        assert_eq!(scan_ours(&many), quick_xml_view(&many));
+        assert_eq!(scan_ours(&many).0.len(), 40);
+        let dup = format!("{many} a7=\"x\"");
+        assert_eq!(scan_ours(&dup), quick_xml_view(&dup));
+        assert!(scan_ours(&dup).1);
+        assert_eq!(
+            attribute_scan_mismatch(r#"<r a="1"><s b='2' c="3"/></r>"#),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn word_searches_agree_with_byte_loops(bytes in proptest::collection::vec(
+            proptest::sample::select(vec![b'a', b':', b'x', b'&', b'\t', b'\r', 0u8, 0x0D, 0x0E, 0x7F, 0x80, 0xFF]),
+            0..40,
+        )) {
+            proptest::prop_assert_eq!(find_colon(&bytes), bytes.iter().position(|&c| c == b':'));
+            for cut in 0..bytes.len() {
+                let (a, b) = bytes.split_at(cut);
+                proptest::prop_assert_eq!(same_bytes(a, &b[..cut.min(b.len())]), a == &b[..cut.min(b.len())]);
+            }
+            let mut flipped = bytes.clone();
+            if let Some(last) = flipped.last_mut() {
+                *last ^= 1;
+            }
+            proptest::prop_assert_eq!(same_bytes(&bytes, &flipped), bytes == flipped);
+            proptest::prop_assert!(same_bytes(&bytes, &bytes.clone()));
+            let text = String::from_utf8_lossy(&bytes);
+            proptest::prop_assert_eq!(
+                needs_normalising(&text),
+                text.bytes().any(|c| c == b'&' || c < 0x0E)
+            );
+            let xmlns = format!("{text}xmlns{text}");
+            proptest::prop_assert!(mentions_xmlns(&xmlns));
+            proptest::prop_assert_eq!(mentions_xmlns(&text), text.contains("xmlns"));
+        }
+
+        #[test]
+        fn attribute_scan_agrees_on_any_tag(chars in proptest::collection::vec(
+            proptest::sample::select(vec![' ', '\t', '\n', '=', '"', '\'', 'a', 'b', ':', '&', '<', 'é']),
+            0..48,
+        )) {
+            let raw: String = chars.into_iter().collect();
+            proptest::prop_assert_eq!(scan_ours(&raw), quick_xml_view(&raw));
+        }
+    }
+
+    #[test]
+    fn text_around_many_children_is_stored_once() {
+        // Each piece used to re-copy the text before it: the arena grew quadratically.
+        let text = format!("<a>{}</a>", "xy<b c=\"1\"/>".repeat(2000));
+        let d = parse(&text).unwrap();
+        assert_eq!(d.root().text(), "xy".repeat(2000));
+        assert!(d.arena.len() < text.len(), "arena {} bytes", d.arena.len());
+        let d = parse("<a>x\r\ny<b/>z &amp; v<![CDATA[w]]><c>k</c>\r</a>").unwrap();
+        assert_eq!(d.root().text(), "x\nyz & vw");
+        assert_eq!(d.root().child_text("c"), Some("k"));
     }
 
     #[test]
