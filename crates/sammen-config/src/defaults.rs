@@ -56,6 +56,7 @@ pub fn example_receivers() -> Vec<Receiver> {
             gln: (*gln).to_string(),
             sor: sor.map(str::to_string),
             name: (*name).to_string(),
+            auto_acknowledge: false,
         })
         .collect()
 }

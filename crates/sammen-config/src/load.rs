@@ -198,6 +198,12 @@ impl Config {
                     p(format!("receiver[{i}].sor"), "not a SOR code");
                 }
             }
+            if r.auto_acknowledge && r.sor.is_none() {
+                p(
+                    format!("receiver[{i}].auto_acknowledge"),
+                    "needs receiver.sor (an acknowledgement's source endpoint is a SOR code)",
+                );
+            }
         }
         let l = &self.limits;
         if l.max_message_bytes == 0 {
@@ -380,6 +386,15 @@ mod tests {
         assert_eq!(keys(e), ["log.format"]);
         let e = parse("[log]\nlevl = \"info\"\n").unwrap_err();
         assert_eq!(keys(e), ["log.levl"]);
+    }
+
+    #[test]
+    fn auto_acknowledge_needs_a_sor() {
+        let ok = "[[receiver]]\ngln = \"5790001348120\"\nsor = \"953741000016009\"\nauto_acknowledge = true\n";
+        assert!(parse(ok).unwrap().receivers[0].auto_acknowledge);
+        let e =
+            parse("[[receiver]]\ngln = \"5790001348120\"\nauto_acknowledge = true\n").unwrap_err();
+        assert_eq!(keys(e), ["receiver[0].auto_acknowledge"]);
     }
 
     #[test]

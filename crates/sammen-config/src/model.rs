@@ -237,6 +237,10 @@ pub struct Receiver {
     /// Human name, for logs and status.
     #[serde(default)]
     pub name: String,
+    /// The broker is this receiver's receiving system: once a FHIR message to it is delivered, the broker
+    /// sends the sender a standard `ok` Acknowledgement on its behalf. Needs `sor` (the endpoint).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_acknowledge: bool,
 }
 
 /// `[limits]`.

@@ -104,7 +104,7 @@ pub struct Outbox<S: Store> {
     /// When set, every change commits together with its audit leaf.
     audit: Option<Arc<AuditLog<S>>>,
     /// Told about every committed state change.
-    observer: Option<Arc<dyn TransitionObserver>>,
+    observers: Vec<Arc<dyn TransitionObserver>>,
 }
 
 /// A submitted batch: plain, or carrying audit leaves.
@@ -384,7 +384,7 @@ impl<S: Store> Outbox<S> {
             freed: Condvar::new(),
             depth: AtomicU64::new(depth),
             audit: None,
-            observer: None,
+            observers: Vec::new(),
         })
     }
 
@@ -447,9 +447,10 @@ impl<S: Store> Outbox<S> {
             .and_then(|v| String::from_utf8(v).ok()))
     }
 
-    /// Tell `observer` about every state change from now on ([`TransitionObserver`]).
+    /// Tell `observer` about every state change from now on ([`TransitionObserver`]), after those
+    /// registered before it.
     pub fn with_observer(mut self, observer: Arc<dyn TransitionObserver>) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 
@@ -861,7 +862,7 @@ impl<S: Store> Outbox<S> {
         waited?;
         self.depth.fetch_add(queued, Ordering::Relaxed);
         self.sub_depth(left_queue);
-        if let Some(o) = &self.observer {
+        for o in &self.observers {
             for (was, s) in &changed {
                 o.on_transition(*was, s);
             }
@@ -1021,8 +1022,10 @@ impl<S: Store> Outbox<S> {
         let leaves = self.step_leaves(&status, steps)?;
         self.submit(b, leaves)?.wait()?;
         self.sub_depth(u64::from(left_queue));
-        if let Some(o) = self.observer.as_ref().filter(|_| status.state != was) {
-            o.on_transition(was, &status);
+        if status.state != was {
+            for o in &self.observers {
+                o.on_transition(was, &status);
+            }
         }
         Ok(status)
     }

@@ -26,9 +26,13 @@
 //! - Overdue ([`overdue`]): a record not acknowledged within the configured time (from acceptance) is marked
 //!   `overdue` by a periodic scan, durably with its leaf; acknowledgements never wait for one, records not
 //!   yet published stay `accepted`, and nothing is ever resent by the broker.
+//! - Auto-acknowledgement ([`auto_ack`]): for receivers the broker acknowledges for, a delivered FHIR
+//!   message gets a standard `ok` Acknowledgement built by the broker (valid by our own validator, ids
+//!   derived from the message so a repeat is a duplicate), accepted like a posted one.
 //! - Outbox calls block on fsync: they run on the blocking pool, never on a runtime worker.
 #![forbid(unsafe_code)]
 
+pub mod auto_ack;
 mod convert;
 mod error;
 mod lane;
@@ -37,6 +41,7 @@ pub mod receipts;
 mod relay;
 mod retention;
 
+pub use auto_ack::{ack_channel, AckObserver, AckQueue, AutoAckStats, AutoAcknowledger};
 pub use convert::{content_type_of, to_bus_message};
 pub use error::RelayError;
 pub use overdue::{OverdueScanner, OverdueStats};
