@@ -55,12 +55,20 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
     // Refuses to start on a rolled-back or altered audit log.
     let audit_log = crate::audit::open_for_serve(&cfg, store.clone())?;
     let observer = crate::telemetry::OutboxObserver::new(telemetry.clone(), cfg.limits.message_ttl);
+    // Receivers the broker acknowledges for (`[[receiver]] auto_acknowledge`, which requires a SOR code).
+    let (ack_observer, ack_queue) = sammen_relay::ack_channel(
+        cfg.receivers
+            .iter()
+            .filter(|r| r.auto_acknowledge)
+            .filter_map(|r| r.sor.clone().map(|sor| (r.gln.clone(), sor))),
+    );
     let outbox: SharedOutbox = Arc::new(
         match &audit_log {
             Some(log) => Outbox::open_with_audit(log.clone(), outbox_cfg)?,
             None => Outbox::open(store.clone(), outbox_cfg)?,
         }
-        .with_observer(observer),
+        .with_observer(observer)
+        .with_observer(ack_observer),
     );
     let topo = topology(&cfg);
     let glns: Vec<String> = cfg.receivers.iter().map(|r| r.gln.clone()).collect();
@@ -151,6 +159,8 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
         SAMPLE_EVERY,
         stop.child_token(),
     ));
+    let auto_ack = sammen_relay::AutoAcknowledger::new(outbox.clone(), ack_queue, relay.waker());
+    let auto_ack_task = tokio::spawn(auto_ack.run(stop.child_token()));
     let relay_task = tokio::spawn(relay.run(stop.child_token()));
     let checkpoint_task = audit_log.clone().map(|log| {
         let every = cfg.audit.checkpoint_interval;
@@ -222,6 +232,7 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
     }
     let _ = retention_task.await;
     let _ = overdue_task.await;
+    let _ = auto_ack_task.await;
     if let Some(t) = checkpoint_task {
         let _ = t.await;
     }
