@@ -250,6 +250,12 @@ impl Config {
         if r.purge_interval.is_zero() {
             p("retention.purge_interval".into(), "must be positive");
         }
+        if self.bus.amqp_ingress && self.bus.kind != BusKind::Amqp {
+            p(
+                "bus.amqp_ingress".into(),
+                "needs bus.kind = \"amqp\" (the ingress queue lives on RabbitMQ)",
+            );
+        }
         if self.acknowledgements.timeout_secs == 0 {
             p("acknowledgements.timeout_secs".into(), "must be positive");
         }
@@ -386,6 +392,14 @@ mod tests {
         assert_eq!(keys(e), ["log.format"]);
         let e = parse("[log]\nlevl = \"info\"\n").unwrap_err();
         assert_eq!(keys(e), ["log.levl"]);
+    }
+
+    #[test]
+    fn amqp_ingress_needs_the_amqp_bus() {
+        let e = parse("[bus]\namqp_ingress = true\n").unwrap_err();
+        assert_eq!(keys(e), ["bus.amqp_ingress"]);
+        let c = parse("[bus]\nkind = \"amqp\"\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\namqp_ingress = true\n").unwrap();
+        assert!(c.bus.amqp_ingress);
     }
 
     #[test]

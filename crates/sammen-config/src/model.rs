@@ -179,6 +179,10 @@ pub struct BusConfig {
     /// Longest wait for one publisher confirm.
     #[serde(default = "default_confirm_timeout", with = "crate::duration")]
     pub confirm_timeout: Duration,
+    /// Also take messages from the `sammen.ingress` queue (EHR integrations publishing over AMQP; the
+    /// AMQP user-id is mapped to a partner by `[[partner]] amqp_user`). Only with `kind = "amqp"`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub amqp_ingress: bool,
 }
 
 fn default_broker_gln() -> String {
@@ -197,6 +201,7 @@ impl Default for BusConfig {
             namespace: String::new(),
             broker_gln: default_broker_gln(),
             confirm_timeout: default_confirm_timeout(),
+            amqp_ingress: false,
         }
     }
 }
@@ -209,6 +214,7 @@ impl fmt::Debug for BusConfig {
             .field("namespace", &self.namespace)
             .field("broker_gln", &self.broker_gln)
             .field("confirm_timeout", &self.confirm_timeout)
+            .field("amqp_ingress", &self.amqp_ingress)
             .finish()
     }
 }

@@ -104,6 +104,9 @@ pub struct Partner {
     /// GLNs whose inbox this certificate may read. Absent: the GLNs of `send_as`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receive_for: Option<Vec<String>>,
+    /// AMQP user whose messages on `sammen.ingress` may send as `send_as` (`bus.amqp_ingress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_user: Option<String>,
 }
 
 /// `send_as = [{ gln = "...", sor = "..." }]`. Without `sor`, any SOR code under that GLN.

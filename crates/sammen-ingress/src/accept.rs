@@ -62,7 +62,7 @@ fn event_ok(e: &str) -> bool {
 }
 
 /// Build the outbox request from a valid report, or the report to refuse it with (422).
-fn to_request(
+pub(crate) fn to_request(
     ing: &Ingress,
     mut report: Report,
     bytes: Vec<u8>,

@@ -38,6 +38,12 @@
 //!   hashes, GLN/SOR and the certificate fingerprint; ids of an invalid message only when they look like
 //!   ids; the patient only as the log's keyed hash.
 //!
+//! - AMQP door ([`amqp`], `bus.amqp_ingress`): messages from the `sammen.ingress` queue get the same
+//!   validation, dedupe, states and leaves; the sender must be one the AMQP user-id may send as. An invalid
+//!   one is answered with a broker-built fatal-error Acknowledgement (valid by our own validator, ids
+//!   derived from the message, so a redelivery answers the same); a delivery is acked only once its
+//!   outcome is durable, and requeued when the store cannot take it.
+//!
 //! - Telemetry: with an `axum::Extension<sammen_telemetry::SharedTelemetry>` on the router, every answer
 //!   of `POST /v1/messages` is counted once (received after validation; accepted, resend, duplicate, or
 //!   rejected by family and code), with label values from closed sets only.
@@ -49,6 +55,7 @@
 
 mod accept;
 mod ack;
+pub mod amqp;
 mod answer;
 pub mod inbox;
 mod leaves;
