@@ -189,6 +189,27 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
             stop.child_token(),
         ),
     );
+    // EHR integrations publishing to sammen.ingress; identity = AMQP user-id -> [[partner]] amqp_user.
+    let amqp_ingress_task = match (&cfg.bus.kind, &cfg.bus.url) {
+        (BusKind::Amqp, Some(url)) if cfg.bus.amqp_ingress => {
+            let users = sammen_ingress::amqp::AmqpUsers::new(cfg.partners.iter().filter_map(|p| {
+                let send_as = p.send_as.iter().map(|s| sammen_model::Party {
+                    gln: Some(s.gln.clone()),
+                    sor: s.sor.clone(),
+                });
+                p.amqp_user.clone().map(|u| (u, send_as.collect()))
+            }));
+            Some(tokio::spawn(sammen_ingress::amqp::run_amqp_ingress(
+                ingress.clone(),
+                users,
+                url.clone(),
+                sammen_ingress::amqp::ingress_queue(&topo),
+                sammen_backoff::ExponentialBackoff::default(),
+                stop.child_token(),
+            )))
+        }
+        _ => None,
+    };
     let receipts_task = match (&cfg.bus.kind, &cfg.bus.url) {
         (BusKind::Amqp, Some(url)) => Some(tokio::spawn(receipts::run_amqp_receipts(
             outbox.clone(),
@@ -238,6 +259,9 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
     }
     if let Some(log) = &audit_log {
         crate::audit::final_checkpoint(log);
+    }
+    if let Some(t) = amqp_ingress_task {
+        let _ = t.await;
     }
     if let Some(t) = receipts_task {
         let _ = t.await;
