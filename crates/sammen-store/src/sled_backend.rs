@@ -71,11 +71,31 @@ impl SledBackend {
     }
 }
 
+/// Open sled's database, waiting a little for its file lock: sled's background flusher drops the lock
+/// shortly *after* the last handle of a previous open is gone, so an immediate reopen (after a failed
+/// commit, or a restart in-process) would otherwise fail with `WouldBlock`.
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(err(&e)),
+        }
+    }
+}
+
 impl Backend for SledBackend {
     const NAME: &'static str = NAME;
 
     fn open(path: &Path, trees: &[&'static str]) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open().map_err(|e| err(&e))?;
+        let db = open_db(path)?;
         let trees = trees
             .iter()
             .map(|t| db.open_tree(t))

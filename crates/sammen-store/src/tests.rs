@@ -113,3 +113,27 @@ fn disk_full_classified() {
     let e = std::io::Error::from_raw_os_error(5);
     assert!(matches!(StoreError::from_io(&e), StoreError::Io(_)));
 }
+
+/// Closing and at once reopening the same store must work: the outbox does it after a failed commit and
+/// tests do it all the time. sled releases its file lock from a background thread shortly after the last
+/// handle is dropped, so an immediate reopen could see `WouldBlock`.
+fn reopen_at_once<S: Store>(open: impl Fn(&std::path::Path) -> Result<S, StoreError>) {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200u32 {
+        let s = open(dir.path()).unwrap_or_else(|e| panic!("reopen {i}: {e}"));
+        let mut b = Batch::new();
+        b.put("a", i.to_be_bytes().to_vec(), vec![1; 64]);
+        s.commit(b).unwrap();
+        drop(s);
+    }
+}
+
+#[test]
+fn sled_reopens_at_once_after_close() {
+    reopen_at_once(|p| SledStore::open(p, TREES));
+}
+
+#[test]
+fn fjall_reopens_at_once_after_close() {
+    reopen_at_once(|p| FjallStore::open(p, TREES));
+}
