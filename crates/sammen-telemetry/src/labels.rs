@@ -290,25 +290,28 @@ impl fmt::Debug for LogId<'_> {
 }
 
 /// True when `s` contains a CPR-shaped number: exactly ten digits (`DDMMYYSSSS`) or six digits, a dash and
-/// four digits (`DDMMYY-SSSS`), not part of a longer digit run, whose first six digits are a calendar date.
-/// GLNs (13 digits), SOR codes and UUID segments do not match. Used by the log tripwire and the test
-/// capture; it finds CPR numbers, it does not prove their absence from free text.
+/// four digits (`DDMMYY-SSSS`), not part of a longer run of letters or digits, whose first six digits are a
+/// calendar date. GLNs (13 digits), SOR codes, UUID segments and runs inside hex or base64 (a TLS library's
+/// signature dump at trace level) do not match. Used by the log tripwire and the test capture; it finds CPR
+/// numbers, it does not prove their absence from free text.
 pub fn looks_like_cpr(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_digit()) {
+        if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_alphanumeric()) {
             i += 1;
             continue;
         }
         let run = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        let digits: Option<[u8; 10]> = if run == 10 {
+        // The run must end the token too: `2902206013ab` is hex, not a CPR number.
+        let after = |at: usize| b.get(at).is_some_and(u8::is_ascii_alphanumeric);
+        let digits: Option<[u8; 10]> = if run == 10 && !after(i + 10) {
             b[i..i + 10].try_into().ok()
         } else if run == 6
             && b.get(i + 6) == Some(&b'-')
             && b.get(i + 7..i + 11)
                 .is_some_and(|t| t.iter().all(u8::is_ascii_digit))
-            && !b.get(i + 11).is_some_and(u8::is_ascii_digit)
+            && !after(i + 11)
         {
             let mut d = [0u8; 10];
             d[..6].copy_from_slice(&b[i..i + 6]);
@@ -374,6 +377,9 @@ mod tests {
             "12345678901",
             "1762345678",
             "251248-99961",
+            // hex of a TLS signature, as rustls logs it at trace level
+            "beb2902206013ab865",
+            "sig: 304402206fa7e767c461ddc2",
             "",
         ] {
             assert!(!looks_like_cpr(no), "{no}");

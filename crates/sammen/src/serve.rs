@@ -152,6 +152,12 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
             outbox: outbox.clone(),
             bus: bus.clone(),
             embedded,
+            amqp: match (&cfg.bus.kind, &cfg.bus.url) {
+                (BusKind::Amqp, Some(url)) => {
+                    Some(crate::telemetry::AmqpDepths::new(url.clone(), topo.clone()))
+                }
+                _ => None,
+            },
             receivers: glns,
             audit: audit_log.clone(),
             identity: front.identity(),

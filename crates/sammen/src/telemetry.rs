@@ -165,6 +165,8 @@ pub struct Sampled {
     pub bus: Arc<dyn Bus>,
     /// The embedded bus, when that is the bus: its inbox depths per receiver.
     pub embedded: Option<Arc<EmbeddedBus>>,
+    /// RabbitMQ, when that is the bus: inbox depths by passive declare on a connection of its own.
+    pub amqp: Option<AmqpDepths>,
     /// Receivers whose inbox depth to sample.
     pub receivers: Vec<String>,
     /// The audit log, when enabled.
@@ -173,8 +175,89 @@ pub struct Sampled {
     pub identity: Option<Arc<TlsIdentity>>,
 }
 
+/// Inbox depths on RabbitMQ: `queue.declare(passive)` answers the ready count without touching the queue.
+/// Its own connection (opened on demand), so sampling never competes with publishing. A failed declare
+/// (say, a queue not there) closes only the channel; a dead connection is closed before the next one is
+/// opened, so the sampler holds at most one connection.
+pub struct AmqpDepths {
+    url: String,
+    topology: sammen_bus::Topology,
+    conn: Option<lapin::Connection>,
+    channel: Option<lapin::Channel>,
+}
+
+/// Longest wait for one AMQP operation of the sampler.
+const AMQP_OP: Duration = Duration::from_secs(3);
+
+impl AmqpDepths {
+    /// Depths of the inboxes of `topology` on the broker at `url`.
+    pub fn new(url: String, topology: sammen_bus::Topology) -> Self {
+        AmqpDepths {
+            url,
+            topology,
+            conn: None,
+            channel: None,
+        }
+    }
+
+    async fn channel(&mut self) -> Option<&lapin::Channel> {
+        if !self.conn.as_ref().is_some_and(|c| c.status().connected()) {
+            self.channel = None;
+            if let Some(old) = self.conn.take() {
+                // Dropping a lapin connection does not close its socket.
+                let _ =
+                    tokio::time::timeout(AMQP_OP, old.close(200, "sampler reconnecting".into()))
+                        .await;
+            }
+            let props = lapin::ConnectionProperties::default()
+                .with_connection_name("sammen-serve-metrics".into());
+            let conn = tokio::time::timeout(AMQP_OP, lapin::Connection::connect(&self.url, props))
+                .await
+                .ok()?
+                .ok()?;
+            self.conn = Some(conn);
+        }
+        if !self
+            .channel
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+        {
+            let conn = self.conn.as_ref()?;
+            let ch = tokio::time::timeout(AMQP_OP, conn.create_channel())
+                .await
+                .ok()?
+                .ok()?;
+            self.channel = Some(ch);
+        }
+        self.channel.as_ref()
+    }
+
+    /// Ready messages in `gln`'s inbox; `None` while the broker or the queue is not there (a missing queue
+    /// closes the channel: the next call opens another).
+    async fn depth(&mut self, gln: &str) -> Option<u64> {
+        let name = self.topology.inbox_queue(gln);
+        let ch = self.channel().await?;
+        let opts = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let q = tokio::time::timeout(
+            AMQP_OP,
+            ch.queue_declare(
+                name.as_str().into(),
+                opts,
+                lapin::types::FieldTable::default(),
+            ),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(u64::from(q.message_count()))
+    }
+}
+
 /// Take one sample of every gauge.
-pub async fn sample(t: &Telemetry, s: &Sampled) {
+pub async fn sample(t: &Telemetry, s: &mut Sampled) {
     let now = SystemTime::now();
     let ob = s.outbox.clone();
     // The oldest-age lookup reads the store: off the runtime workers.
@@ -201,6 +284,16 @@ pub async fn sample(t: &Telemetry, s: &Sampled) {
                 t.emit(InboxSampled {
                     receiver: gln,
                     depth: (ready + unacked) as u64,
+                });
+            }
+        }
+    }
+    if let Some(a) = s.amqp.as_mut() {
+        for gln in &s.receivers {
+            if let Some(depth) = a.depth(gln).await {
+                t.emit(InboxSampled {
+                    receiver: gln,
+                    depth,
                 });
             }
         }
@@ -238,9 +331,14 @@ pub fn observe_certificates(t: &Telemetry, identity: &TlsIdentity, now: SystemTi
 }
 
 /// Sample every `every` until `stop`.
-pub async fn run_sampler(t: SharedTelemetry, s: Sampled, every: Duration, stop: CancellationToken) {
+pub async fn run_sampler(
+    t: SharedTelemetry,
+    mut s: Sampled,
+    every: Duration,
+    stop: CancellationToken,
+) {
     loop {
-        sample(&t, &s).await;
+        sample(&t, &mut s).await;
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}

@@ -15,6 +15,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
+/// A child stopped with SIGTERM on drop (also when the test fails).
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// `sammen serve` child: stopped with SIGTERM on drop.
 struct Broker {
     child: Child,
@@ -183,7 +195,7 @@ async fn metrics_follow_the_messages() {
 
     // The reference subscriber takes the messages and sends delivery receipts.
     let out = dir.path().join("inbox");
-    let mut sub = Command::new(env!("CARGO_BIN_EXE_sammen"))
+    let sub = Command::new(env!("CARGO_BIN_EXE_sammen"))
         .args(["subscribe", "--config", cfg.to_str().unwrap()])
         .args(["--receiver", GLN, "--out"])
         .arg(&out)
@@ -191,6 +203,7 @@ async fn metrics_follow_the_messages() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let sub = Stop(sub);
     let delivered = format!("sammen_messages_delivered_total{{{HN_FAMILY},receiver=\"{GLN}\"}}");
     let confirmed = "sammen_publish_confirm_duration_seconds_count{outcome=\"ack\"}";
     // Gauges are sampled every few seconds: the bus shows up as connected on a later sample.
@@ -220,10 +233,13 @@ async fn metrics_follow_the_messages() {
         ),
         1.0
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &sub.id().to_string()])
-        .status();
-    let _ = sub.wait();
+    // Nobody reads the hospital's inbox, where the acknowledgement went: its depth shows (sampled with a
+    // passive declare on RabbitMQ).
+    wait_for(&broker.metrics, "the hospital's inbox depth", |m| {
+        get(m, "sammen_inbox_depth{receiver=\"5790000209354\"}") >= 1.0
+    })
+    .await;
+    drop(sub);
 
     let ev = "event=\"admit-inpatient\"";
     assert_eq!(
