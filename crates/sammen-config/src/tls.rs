@@ -154,6 +154,8 @@ pub fn check_partner(key: &str, p: &Partner) -> Vec<(String, String)> {
             format!("{key}.issuer"),
             "required with serial_number or organization_identifier",
         ),
+        // Known only by its AMQP user (`bus.amqp_ingress`): no certificate to match.
+        (None, None, false) if p.amqp_user.is_some() => {}
         (None, None, false) => bad(
             key.to_string(),
             "needs fingerprint, or issuer with serial_number or organization_identifier",
@@ -252,6 +254,19 @@ mod tests {
         );
         let e = parse_partners("[[partner]]\nfingerprnt = \"x\"\n").unwrap_err();
         assert_eq!(e.problems()[0].key, "partner[0].fingerprnt");
+    }
+
+    #[test]
+    fn an_amqp_only_partner_needs_no_certificate() {
+        let ps = parse_partners(
+            "[[partner]]\nname = \"EHR over AMQP\"\namqp_user = \"ehr-1\"\nsend_as = [{ gln = \"5790000209354\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(ps[0].amqp_user.as_deref(), Some("ehr-1"));
+        // Without amqp_user it must still name a certificate.
+        let e =
+            parse_partners("[[partner]]\nsend_as = [{ gln = \"5790000209354\" }]\n").unwrap_err();
+        assert_eq!(e.problems()[0].key, "partner[0]");
     }
 
     #[test]

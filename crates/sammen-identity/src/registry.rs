@@ -15,6 +15,8 @@ pub struct OrgIdentity {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Matcher {
+    /// An AMQP-only partner (`amqp_user`, no certificate named): matches no certificate.
+    NoCertificate,
     Fingerprint(String),
     Subject {
         issuer: String,
@@ -55,6 +57,7 @@ impl Partner {
 
     fn matches(&self, c: &CertSummary) -> bool {
         match &self.matcher {
+            Matcher::NoCertificate => false,
             Matcher::Fingerprint(f) => *f == c.fingerprint,
             Matcher::Subject {
                 issuer,
@@ -120,9 +123,10 @@ impl PartnerRegistry {
 }
 
 fn convert(p: &sammen_config::Partner) -> Partner {
-    let matcher = match &p.fingerprint {
-        Some(f) => Matcher::Fingerprint(normalize_fingerprint(f)),
-        None => Matcher::Subject {
+    let matcher = match (&p.fingerprint, &p.issuer) {
+        (Some(f), _) => Matcher::Fingerprint(normalize_fingerprint(f)),
+        (None, None) => Matcher::NoCertificate,
+        (None, Some(_)) => Matcher::Subject {
             issuer: normalize_dn(p.issuer.as_deref().unwrap_or_default()),
             serial_number: p.serial_number.clone(),
             organization_identifier: p.organization_identifier.clone(),

@@ -273,6 +273,21 @@ async fn registry_maps_by_fingerprint_and_by_issuer_and_subject() {
     let s = id(&stranger.cert_der);
     assert!(s.partner.is_none());
 
+    // A partner known only by its AMQP user is never matched to a certificate, whatever its issuer.
+    let amqp_only = sammen_config::parse_partners(
+        "[[partner]]\nname = \"ehr\"\namqp_user = \"ehr-1\"\nsend_as = [{ gln = \"5790000209354\" }]\n",
+    )
+    .unwrap();
+    let reg2 = sammen_identity::PartnerRegistry::new(&amqp_only).unwrap();
+    for der in [&hospital.cert_der, &muni.cert_der, &stranger.cert_der] {
+        let mut cert = CertSummary::parse(der).unwrap();
+        assert!(reg2.identify(&cert).is_none());
+        cert.issuer = String::new();
+        cert.serial_number = None;
+        cert.organization_identifier = None;
+        assert!(reg2.identify(&cert).is_none(), "empty subject matched");
+    }
+
     // Sender checks.
     authorize_sender(&h, &report(("5790000209354", Some("265161000016000")))).unwrap();
     authorize_sender(&m, &report(("5790001348120", Some("953741000016009")))).unwrap();
