@@ -82,6 +82,15 @@ pub fn router(state: Arc<Ingress>) -> Router {
         .route("/v1/messages/{id}", get(status::get_message))
         .route("/v1/inbox/{gln}", get(inbox::get_inbox))
         .route("/v1/inbox/{gln}/{delivery_id}/ack", post(inbox::post_ack))
+        .with_state(state.clone())
+        .merge(probes(state))
+}
+
+/// `GET /healthz` and `GET /readyz` alone, for the plain-HTTP operations listener beside `/metrics`:
+/// orchestrator probes (kubelet, Docker) carry no client certificate, and these answers hold no personal
+/// data (states and counts only).
+pub fn probes(state: Arc<Ingress>) -> Router {
+    Router::new()
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .with_state(state)

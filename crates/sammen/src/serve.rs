@@ -143,6 +143,7 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
         tokio::spawn(crate::telemetry::serve_metrics(
             l,
             telemetry.clone(),
+            sammen_ingress::probes(ingress.clone()),
             stop.child_token(),
         ))
     });

@@ -392,15 +392,16 @@ pub async fn bind_metrics(cfg: &Config) -> Result<Option<TcpListener>> {
     }
 }
 
-/// Serve `/metrics` on `listener` until `stop`.
+/// Serve `/metrics` and the `probes` routes (`/healthz`, `/readyz`) on `listener` until `stop`.
 pub async fn serve_metrics(
     listener: TcpListener,
     t: SharedTelemetry,
+    probes: Router,
     stop: CancellationToken,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
-    info!(%addr, "metrics listener");
-    axum::serve(listener, router(t))
+    info!(%addr, "operations listener (metrics, probes)");
+    axum::serve(listener, router(t).merge(probes))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
         .context("metrics server")

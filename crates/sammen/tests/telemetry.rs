@@ -299,6 +299,20 @@ async fn metrics_follow_the_messages() {
         .await
         .unwrap();
     assert_eq!(code, 200);
+    // The operations listener also answers orchestrator probes (which carry no client certificate).
+    for path in ["/healthz", "/readyz"] {
+        let (code, body) = Http::new(&broker.metrics)
+            .request("GET", path, b"")
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+    let (_, body) = Http::new(&broker.metrics)
+        .request("GET", "/readyz", b"")
+        .await
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ready["store_writable"], true, "{ready}");
 }
 
 fn xml_files(dir: &Path) -> Vec<PathBuf> {
