@@ -244,15 +244,24 @@ async fn receiver_user_reads_only_its_own_inbox() {
     let _ = conn.close(200, "done".into()).await;
 
     // Nothing was consumed from or added to the other inbox: its one message is still there, untouched.
-    let out = rabbitmqctl(&["list_queues", "-p", &vhost, "--quiet", "name", "messages"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let count = text
-        .lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(other.as_str())).then(|| it.next().unwrap_or("").to_string())
-        })
-        .unwrap_or_default();
+    // Quorum queue counts in list_queues are statistics emitted every few seconds, so a fresh queue can
+    // show 0 for a moment: wait for the count to settle (a consumed message would keep it at 0).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (count, text) = loop {
+        let out = rabbitmqctl(&["list_queues", "-p", &vhost, "--quiet", "name", "messages"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let count = text
+            .lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some(other.as_str())).then(|| it.next().unwrap_or("").to_string())
+            })
+            .unwrap_or_default();
+        if count == "1" || std::time::Instant::now() > deadline {
+            break (count, text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
     assert_eq!(count, "1", "{text}");
     bus.close().await;
 }
