@@ -643,6 +643,109 @@ async fn conversation_oioxml_xdis21_xctl03_rabbitmq() {
     oioxml_xdis21_and_xctl03(BusKind::Amqp).await;
 }
 
+impl Env {
+    /// `GET /v1/inbox/{gln}?wait=20` as `cfg`: status, the `Sammen-*` headers and the raw body.
+    async fn inbox(
+        &self,
+        cfg: &Arc<sammen_identity::rustls::ClientConfig>,
+        gln: &str,
+    ) -> (u16, hyper::HeaderMap, Vec<u8>) {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) = http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get(format!("/v1/inbox/{gln}?wait=20"))
+            .header("host", "localhost")
+            .body(Body::empty())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let (code, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (code, headers, body)
+    }
+
+    /// Read the next message of `gln`'s inbox as `cfg` and ack it over HTTPS; its message id and bytes.
+    async fn read_inbox(
+        &self,
+        cfg: &Arc<sammen_identity::rustls::ClientConfig>,
+        gln: &str,
+    ) -> (String, Vec<u8>) {
+        let (code, h, body) = self.inbox(cfg, gln).await;
+        assert_eq!(code, 200, "{gln}: {}", String::from_utf8_lossy(&body));
+        let header = |k: &str| h.get(k).unwrap().to_str().unwrap().to_string();
+        let ack = hyper::Request::post(header("sammen-ack"))
+            .header("host", "localhost")
+            .body(Body::empty())
+            .unwrap();
+        let (code, v) = self.request(cfg, ack).await;
+        assert_eq!((code, v["status"].as_str()), (200, Some("acked")), "{v}");
+        (header("sammen-message-id"), body)
+    }
+}
+
+/// The conversation without AMQP on the receivers' side: the municipality reads the admission from its
+/// HTTP inbox and acks the delivery, answers with an ok Acknowledgement, and the hospital reads that from
+/// its own inbox; the original ends acknowledged(ok). The municipality cannot read the hospital's inbox.
+async fn conversation_over_the_inbox(kind: BusKind) {
+    let env = start(kind).await;
+    let (h, m) = (env.hospital.clone(), env.muni.clone());
+    let (id, hn) = fresh_fhir(HN, HN_MSG, HN_BUNDLE);
+    let (code, v) = env.post(&h, hn.clone()).await;
+    assert_eq!((code, v["status"].as_str()), (202, Some("accepted")), "{v}");
+
+    let (got_id, body) = env.read_inbox(&m, MUNI).await;
+    assert_eq!(
+        (got_id.as_str(), body.as_slice()),
+        (id.as_str(), hn.as_slice())
+    );
+    let st = env.status(&id).await;
+    assert_eq!(st["state"], "delivered", "{st}");
+
+    let (ack_id, ack) = fhir_ack(&id, false, false);
+    let (code, v) = env.post(&m, ack.clone()).await;
+    assert_eq!(
+        (code, v["correlation"].as_str()),
+        (202, Some("correlated")),
+        "{v}"
+    );
+    // Not the municipality's to read.
+    let (code, _, _) = env.inbox(&m, HOSP).await;
+    assert_eq!(code, 403);
+    let (got_ack, body) = env.read_inbox(&h, HOSP).await;
+    assert_eq!(
+        (got_ack.as_str(), body.as_slice()),
+        (ack_id.as_str(), ack.as_slice())
+    );
+
+    let st = env.status(&id).await;
+    assert_eq!(st["state"], "acknowledged-ok", "{st}");
+    assert_eq!(
+        st["records"][0]["acknowledged_by"]["message_id"],
+        ack_id.as_str(),
+        "{st}"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_over_the_inbox_embedded() {
+    conversation_over_the_inbox(BusKind::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_over_the_inbox_rabbitmq() {
+    conversation_over_the_inbox(BusKind::Amqp).await;
+}
+
 /// Every leaf of the log, decoded, and the raw bytes of the audit trees.
 fn audit_data(env: &Env) -> (Vec<Leaf>, Vec<u8>) {
     let a = env.outbox.audit().unwrap();
