@@ -89,6 +89,11 @@ impl Ingress {
         self
     }
 
+    /// The outbox behind this door (the binary records operator actions, e.g. reloads, in its audit log).
+    pub fn outbox(&self) -> &SharedOutbox {
+        &self.outbox
+    }
+
     /// The inbox registry (shut it down and close it when the server stops).
     pub fn inbox(&self) -> &Arc<InboxRegistry> {
         &self.inbox

@@ -124,6 +124,23 @@ fn refusal_hook(t: SharedTelemetry) -> sammen_ingress::tls::RefusalHook {
     })
 }
 
+/// An operator action is an audit leaf: the certificates and partners in force changed. Written off the
+/// async workers (the leaf waits for its durable commit); a failure is logged, the reload stands.
+fn record_reload(outbox: &sammen_ingress::SharedOutbox) {
+    use sammen_outbox::sammen_audit::{Event, LeafEvent, Outcome};
+    let ob = outbox.clone();
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    tokio::task::spawn_blocking(move || {
+        let mut leaf = LeafEvent::new(now_ms, Event::ConfigReload, Outcome::Success);
+        leaf.event_code = Some("tls-partners".into());
+        if let Err(e) = ob.record(leaf) {
+            warn!(error = %e, "audit: recording the reload failed");
+        }
+    });
+}
+
 fn log_expiries(identity: &TlsIdentity) {
     for e in identity.expiries(SystemTime::now()) {
         let who = match &e.owner {
@@ -194,11 +211,15 @@ impl Front {
         if let Some(t) = self.tls {
             let s = stop.clone();
             let (identity, every) = (t.identity.clone(), t.reload_interval);
+            let outbox = ingress.outbox().clone();
             tasks.spawn(async move {
                 watch_reload(
                     identity,
                     every,
-                    log_expiries,
+                    move |id: &TlsIdentity| {
+                        log_expiries(id);
+                        record_reload(&outbox);
+                    },
                     async move { s.cancelled().await },
                 )
                 .await;
