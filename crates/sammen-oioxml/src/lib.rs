@@ -18,8 +18,13 @@
 //! - The CPR goes only into [`Report::patient`] (redacted, never serialised). A failed modulus-11 check
 //!   is a warning: MedCom's and the regions' test CPRs fail it and real CPRs since 2007 may too.
 //! - No panics on any input: no indexing or unwraps on input-derived data.
+//!
+//! [`build`] writes (never reads) the one letter the broker itself sends: the XCTL03 positive receipt
+//! ([`build::positive_receipt`]), for receivers it acknowledges on behalf of; [`build::letter_version_code`]
+//! reads the VersionCode such a receipt must quote.
 #![forbid(unsafe_code)]
 
+pub mod build;
 mod formats;
 mod letter;
 mod nav;

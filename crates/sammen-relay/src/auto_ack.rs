@@ -1,21 +1,29 @@
 //! Broker-generated acknowledgements: for a receiver configured with `auto_acknowledge = true` the broker is
-//! the receiving system. Once a FHIR message to it is `delivered`, the broker builds a standard MedCom
-//! Acknowledgement (`ok`, [`sammen_fhir::build::acknowledgement`], which passes our own validator) and
+//! the receiving system. Once a message to it is `delivered`, the broker builds the standard answer and
 //! accepts it like a posted one ([`sammen_outbox::Outbox::accept_acknowledgement`]): the original becomes
-//! `acknowledged(ok)` in the same batch and the ack is routed to the original's sender.
+//! `acknowledged(ok)` in the same batch and the answer is routed to the original's sender.
 //!
+//! - FHIR messages get a MedCom Acknowledgement (`ok`, [`sammen_fhir::build::acknowledgement`]); OIOXML
+//!   letters (XDIS*, XBIN01, XREF01) get an XCTL03 positive receipt ([`sammen_oioxml::build`]) quoting
+//!   the letter's id, envelope id and `Letter/VersionCode` (read from the stored payload). Both pass our
+//!   own validator.
 //! - The outbox tells an [`AckObserver`] about the transition (cheap: it only queues the record id); the
 //!   work runs in [`AutoAcknowledger::run`], off the outbox's locks.
-//! - Ids are derived from the acknowledged message id and the receiver (SHA-256), so acknowledging the
-//!   same message twice is a duplicate, never a second, different acknowledgement.
-//! - Not acknowledged: acknowledgements (never acknowledged), OIOXML letters (no XCTL builder yet), and a
-//!   message whose sender has no SOR code (the acknowledgement's endpoint needs it; logged).
+//! - Ids are derived from the acknowledged message id and the receiver (SHA-256; UUIDs for FHIR, 14
+//!   letters/digits for OIOXML), so acknowledging the same message twice is a duplicate, never a second,
+//!   different acknowledgement.
+//! - Not acknowledged: acknowledgements and XCTL receipts (never acknowledged, MedCom KR2). Counted as
+//!   failed and logged: a FHIR message whose sender has no SOR code (the acknowledgement's endpoint needs
+//!   it; OIOXML addresses by EAN only), a letter whose VersionCode cannot be read (e.g. a letter stored
+//!   inside a VANS/SBDH envelope; a version code is never invented), or ids that are not OIOXML
+//!   identifiers.
 //! - A crash between `delivered` and the acknowledgement's accept loses that acknowledgement (the sender's
 //!   message then becomes overdue, which is visible).
 
 use crate::{blocking, RelayError, SharedOutbox};
 use sammen_fhir::build::{acknowledgement, AckSpec, Org};
 use sammen_model::{AckCode, Family, Party, ResponseRef};
+use sammen_oioxml::build::{letter_version_code, positive_receipt, ReceiptSpec};
 use sammen_outbox::{
     AcceptAudit, AcceptRequest, AckAcceptOutcome, MessageMeta, OutboxError, RecordId, State,
     Status, TransitionObserver,
@@ -34,7 +42,7 @@ use tracing::{debug, warn};
 pub struct AutoAckStats {
     /// Acknowledgements generated and accepted.
     pub generated: AtomicU64,
-    /// Messages that could not be acknowledged (no SOR, store failure).
+    /// Messages that could not be acknowledged (no SOR, unreadable VersionCode, store failure).
     pub failed: AtomicU64,
 }
 
@@ -48,7 +56,6 @@ pub struct AckObserver {
 impl TransitionObserver for AckObserver {
     fn on_transition(&self, _from: State, s: &Status) {
         let wanted = s.state == State::Delivered
-            && s.meta.family.is_fhir()
             && !s.meta.family.is_acknowledgement()
             && s.acknowledged_by.is_none()
             && s.meta
@@ -102,6 +109,18 @@ fn derived_uuid(seed: &str, n: u32) -> String {
     )
 }
 
+/// An OIOXML identifier from `seed` and `n`: `prefix` + 12 upper-case hex digits (14 characters, the
+/// OIOXML maximum).
+fn derived_oioxml_id(prefix: &str, seed: &str, n: u32) -> String {
+    let mut h = Sha256::new();
+    h.update(b"sammen-auto-ack-oioxml\0");
+    h.update(seed.as_bytes());
+    h.update(n.to_be_bytes());
+    let d = h.finalize();
+    let hex: String = d.iter().take(6).map(|v| format!("{v:02X}")).collect();
+    format!("{prefix}{hex}")
+}
+
 /// The receiving end of an [`AckObserver`]: hand it to [`AutoAcknowledger::new`].
 #[derive(Debug)]
 pub struct AckQueue {
@@ -151,6 +170,9 @@ impl AutoAcknowledger {
         let Some(s) = outbox.status(id)? else {
             return Ok(None);
         };
+        if s.meta.family.is_acknowledgement() {
+            return Ok(None);
+        }
         let Some((gln, sor)) = s
             .meta
             .receiver
@@ -160,6 +182,9 @@ impl AutoAcknowledger {
         else {
             return Ok(None);
         };
+        if !s.meta.family.is_fhir() {
+            return Self::receipt(outbox, id, s, gln, now).map(Some);
+        }
         let (Some(sgln), Some(ssor)) = (s.meta.sender.gln.clone(), s.meta.sender.sor.clone())
         else {
             return Err(OutboxError::InvalidRequest(
@@ -213,6 +238,64 @@ impl AutoAcknowledger {
         outbox
             .accept_acknowledgement(req, AcceptAudit::default(), &response)
             .map(Some)
+    }
+
+    /// The XCTL03 positive receipt for OIOXML letter `id` (status `s`), sent as `gln`.
+    fn receipt(
+        outbox: &SharedOutbox,
+        id: RecordId,
+        s: Status,
+        gln: String,
+        now: SystemTime,
+    ) -> Result<AckAcceptOutcome, OutboxError> {
+        let Some(sender_gln) = s.meta.sender.gln.clone() else {
+            return Err(OutboxError::InvalidRequest(
+                "the letter's sender has no EAN to address a receipt to",
+            ));
+        };
+        let payload = outbox.payload(id)?.ok_or(OutboxError::InvalidRequest(
+            "the letter's payload is no longer stored",
+        ))?;
+        // The receipt must quote the letter's VersionCode; never guess one.
+        let version = letter_version_code(&payload).ok_or(OutboxError::InvalidRequest(
+            "the letter's VersionCode cannot be read (not a bare Emessage?)",
+        ))?;
+        let seed = format!("{}\0{gln}", s.meta.message_id);
+        let spec = ReceiptSpec {
+            envelope_id: derived_oioxml_id("SE", &seed, 0),
+            letter_id: derived_oioxml_id("SL", &seed, 1),
+            sender_ean: gln.clone(),
+            receiver_ean: sender_gln,
+            original_envelope_id: s.meta.envelope_id.clone(),
+            original_letter_id: s.meta.message_id.clone(),
+            original_version_code: version,
+            time: now,
+        };
+        let xml = positive_receipt(&spec).map_err(|_| {
+            OutboxError::InvalidRequest("the letter's ids or EANs cannot be quoted in a receipt")
+        })?;
+        let req = AcceptRequest {
+            bytes: xml.into_bytes(),
+            meta: MessageMeta {
+                message_id: spec.letter_id,
+                envelope_id: spec.envelope_id,
+                family: Family::Xctl03,
+                // As the validator reports an XCTL03.
+                event: "positive".into(),
+                sender: Party {
+                    gln: Some(gln),
+                    sor: None,
+                },
+                receiver: s.meta.sender.clone(),
+                received: now,
+            },
+        };
+        let response = ResponseRef {
+            message_id: s.meta.message_id,
+            envelope_id: Some(s.meta.envelope_id),
+            code: AckCode::Ok,
+        };
+        outbox.accept_acknowledgement(req, AcceptAudit::default(), &response)
     }
 
     /// Acknowledge delivered messages as the observer reports them, until `shutdown`.

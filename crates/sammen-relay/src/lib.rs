@@ -27,8 +27,9 @@
 //!   `overdue` by a periodic scan, durably with its leaf; acknowledgements never wait for one, records not
 //!   yet published stay `accepted`, and nothing is ever resent by the broker.
 //! - Auto-acknowledgement ([`auto_ack`]): for receivers the broker acknowledges for, a delivered FHIR
-//!   message gets a standard `ok` Acknowledgement built by the broker (valid by our own validator, ids
-//!   derived from the message so a repeat is a duplicate), accepted like a posted one.
+//!   message gets a standard `ok` Acknowledgement and a delivered OIOXML letter an XCTL03 positive receipt,
+//!   built by the broker (valid by our own validator, ids derived from the message so a repeat is a
+//!   duplicate), accepted like a posted one.
 //! - Outbox calls block on fsync: they run on the blocking pool, never on a runtime worker.
 #![forbid(unsafe_code)]
 
