@@ -50,6 +50,9 @@
 //! - A non-acknowledgement record sits in `await_ack` (key: received time ‖ id) until it is acknowledged,
 //!   overdue or dead; [`Outbox::mark_overdue_before`] walks only that index and never resends anything.
 //!   Acknowledgements are never in it (MedCom KR2).
+//! - Operator replay ([`Outbox::replay`]) is the only way out of `dead`: back to `accepted` (attempts 0,
+//!   `finished_at` and retention entries cleared, queue/pending/`await_ack` entries restored, depth + 1)
+//!   with a `replay` leaf, in one batch; refused for other states and once the payload is purged.
 //! - A record that reaches a final state gets retention entries; `purge` drops its payload after
 //!   `payload_ttl` and the whole record, with its dedupe keys, after `meta_ttl`.
 //!
@@ -59,6 +62,7 @@
 //!   neither (the log fills the index with a `lost-write` leaf) and a committed one both.
 //! - One leaf per event: `accepted` or `resend` (accept), `published`, `delivered`, `acknowledged`
 //!   (code), `overdue`, `dead` (one per state entered; a counted attempt that does not kill enters none),
+//!   `replay` (operator, dead → accepted),
 //!   `payload-purged` and `purged` (retention). Leaf time = the timeline step's time.
 //! - `Duplicate` and `Conflict` change nothing in the outbox; each still gets a leaf (`duplicate`, or
 //!   `rejected` with [`CONFLICT_CODE`]) in **its own batch**, durable before `accept` answers (under the

@@ -1120,6 +1120,76 @@ impl<S: Store> Outbox<S> {
         })
     }
 
+    /// Operator replay: a dead record whose payload is still retained goes back to `accepted`, for the
+    /// relay to publish again. Attempts reset, `finished_at` and its retention entries cleared, queue,
+    /// pending and overdue index entries restored, a timeline step and a `replay` leaf written: one
+    /// durable batch. `operator_note` is kept as the record's last error (shown by `sammen status`),
+    /// never in the leaf: free text might carry personal data. Refused for any other state
+    /// ([`OutboxError::NotDead`]) and once the payload is purged ([`OutboxError::PayloadPurged`]).
+    pub fn replay(&self, id: RecordId, operator_note: &str) -> Result<Status, OutboxError> {
+        let _guard = self.lock_keys(vec![busy_id(id)]);
+        let mut s = self.status(id)?.ok_or(OutboxError::NotFound(id))?;
+        if s.state != State::Dead {
+            return Err(OutboxError::NotDead { id, state: s.state });
+        }
+        // Check the store too, not only the flag: without bytes the relay would skip it forever.
+        if !s.payload_retained || self.store.get(PAYLOAD, &id_key(id))?.is_none() {
+            return Err(OutboxError::PayloadPurged(id));
+        }
+        let was = s.state;
+        let mut b = Batch::new();
+        // Not finished any more: retention must not purge a record that is owed to its receiver again.
+        if let Some(f) = s.finished_at.take() {
+            b.delete(FIN_PAYLOAD, fin_key(f, id));
+            b.delete(FIN_META, fin_key(f, id));
+        }
+        let at = self.now();
+        s.state = State::Accepted;
+        s.timeline.push(Step {
+            state: State::Accepted,
+            at,
+        });
+        s.attempts = 0;
+        s.last_error = Some(format!(
+            "replayed by operator: {}",
+            operator_note.chars().take(480).collect::<String>()
+        ));
+        // As accept: `accepted` means in queue and pending (and awaiting an acknowledgement).
+        b.put(QUEUE, queue_key(&party_key(&s.meta.receiver), id), []);
+        b.put(PENDING, id_key(id), []);
+        if !s.meta.family.is_acknowledgement() {
+            b.put(AWAIT_ACK, await_key(&s), []);
+        }
+        b.put(META, id_key(id), encode(&s)?);
+        let leaves = if self.audit.is_some() {
+            let pseudonym = self.pseudonym_of(id)?;
+            let sha = unhex32(&s.sha256);
+            vec![leaf_of(
+                &s.meta,
+                sha,
+                Event::Replay,
+                Outcome::Success,
+                at,
+                pseudonym,
+            )]
+        } else {
+            Vec::new()
+        };
+        let waited = self.submit(b, leaves)?.wait();
+        if waited.is_err() {
+            // A failed commit may still have landed (as in accept): recount instead of guessing.
+            if let Ok(n) = count_pending(&self.store) {
+                self.depth.store(n, Ordering::Relaxed);
+            }
+        }
+        waited?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        for o in &self.observers {
+            o.on_transition(was, &s);
+        }
+        Ok(s)
+    }
+
     /// Count a failed attempt; the record dies when attempts or time to live are exhausted.
     pub fn record_attempt(&self, id: RecordId, error: &str) -> Result<AttemptOutcome, OutboxError> {
         let now = self.now();

@@ -195,7 +195,8 @@ impl State {
     ///
     /// accepted → published | dead; published → delivered | acknowledged | overdue | dead
     /// (an acknowledgement may overtake the subscriber's ack); delivered → acknowledged | overdue | dead;
-    /// overdue → acknowledged | dead. Acknowledged and dead are final.
+    /// overdue → acknowledged | dead. Acknowledged and dead are final for the broker; only an operator
+    /// takes a dead record back to accepted ([`crate::Outbox::replay`], not a transition allowed here).
     pub const fn can_go_to(self, to: State) -> bool {
         use State::*;
         matches!(
@@ -366,6 +367,17 @@ pub enum OutboxError {
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// Replay refused: only a dead record can be replayed.
+    #[error("record {id}: cannot replay a record in state {state} (only dead records)")]
+    NotDead {
+        /// Record.
+        id: RecordId,
+        /// Its current state.
+        state: State,
+    },
+    /// Replay refused: retention already dropped the payload, so there is nothing to publish again.
+    #[error("record {0}: cannot replay, the payload was already purged")]
+    PayloadPurged(RecordId),
     /// The audit log refused (e.g. poisoned after a failed write); nothing of this call is promised.
     #[error("audit: {0}")]
     Audit(String),

@@ -32,6 +32,8 @@ enum Op {
     Overdue(usize),
     Dead(usize),
     Attempt(usize),
+    /// Operator replay (dead → accepted).
+    Replay(usize),
     Advance(u64),
     Purge {
         payload_ttl: u64,
@@ -51,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Overdue),
         1 => any::<usize>().prop_map(Op::Dead),
         1 => any::<usize>().prop_map(Op::Attempt),
+        1 => any::<usize>().prop_map(Op::Replay),
         1 => (1..20u64).prop_map(Op::Advance),
         1 => (0..30u64, 0..60u64).prop_map(|(p, m)| Op::Purge { payload_ttl: p, meta_ttl: m }),
         1 => proptest::option::of(0..2usize).prop_map(Op::NextBatch),
@@ -161,6 +164,24 @@ impl Model {
         Ok(AttemptOutcome::Retry { attempts })
     }
 
+    /// Only a dead record with its payload goes back to accepted, as new: no attempts, not finished.
+    fn replay(&mut self, id: RecordId) -> Result<State, &'static str> {
+        let r = self.rec(id);
+        if r.gone {
+            return Err("not-found");
+        }
+        if r.state != State::Dead {
+            return Err("not-dead");
+        }
+        if !r.payload_retained {
+            return Err("payload-purged");
+        }
+        r.state = State::Accepted;
+        r.attempts = 0;
+        r.finished_at = None;
+        Ok(State::Accepted)
+    }
+
     fn purge(&mut self, now: u64, pttl: u64, mttl: u64) -> PurgeStats {
         let mut stats = PurgeStats::default();
         for r in self.recs.iter_mut().filter(|r| !r.gone) {
@@ -201,6 +222,8 @@ fn kind(e: &OutboxError) -> &'static str {
     match e {
         OutboxError::NotFound(_) => "not-found",
         OutboxError::IllegalTransition { .. } => "illegal",
+        OutboxError::NotDead { .. } => "not-dead",
+        OutboxError::PayloadPurged(_) => "payload-purged",
         other => panic!("unexpected error {other:?}"),
     }
 }
@@ -263,6 +286,11 @@ fn run_model<B: Backend>(ops: Vec<Op>) {
                 let Some(id) = pick(i) else { continue };
                 let got = o.record_attempt(id, "nack").map_err(|e| kind(&e));
                 assert_eq!(got, m.attempt(id, now));
+            }
+            Op::Replay(i) => {
+                let Some(id) = pick(i) else { continue };
+                let got = o.replay(id, "operator").map(|s| s.state);
+                assert_eq!(got.map_err(|e| kind(&e)), m.replay(id));
             }
             Op::Advance(s) => {
                 clock_secs.fetch_add(s, Ordering::SeqCst);

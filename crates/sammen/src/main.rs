@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod config_cmd;
 mod inbox_cmd;
+mod replay_cmd;
 mod send;
 mod serve;
 mod serve_fmt;
@@ -62,6 +63,19 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Operator replay: every dead record of a message goes back to accepted, to be published again
+    /// (an audited `replay` leaf each). Stop `sammen serve` first. Prints `{"record":N,"state":"accepted"}`
+    /// lines. Exit 0 replayed, 1 nothing was dead, 2 usage or I/O error (e.g. the store is locked).
+    Replay {
+        /// Message id (MessageHeader id / letter id).
+        #[arg(long)]
+        message_id: String,
+        /// Why (kept as the record's last error, never in the audit log).
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        cfg: CfgArgs,
     },
     /// Check a configuration file. Exit 0 valid, 1 invalid (each problem printed with its key).
     CheckConfig {
@@ -286,6 +300,20 @@ fn main() -> ExitCode {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("sammen status: {e:#}");
+                    ExitCode::from(2)
+                }
+            },
+        },
+        Command::Replay {
+            message_id,
+            note,
+            cfg,
+        } => match cfg.resolve() {
+            None => ExitCode::from(2),
+            Some(c) => match replay_cmd::run(&c, &message_id, &note) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("sammen replay: {e:#}");
                     ExitCode::from(2)
                 }
             },
