@@ -17,7 +17,7 @@ use sammen_outbox::{
 };
 use std::sync::Arc;
 use std::time::SystemTime;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 const MEDIA_TYPES: [&str; 3] = ["application/fhir+xml", "application/xml", "text/xml"];
 
@@ -277,130 +277,136 @@ pub(crate) async fn post_message(
         }
     };
     let message_id = req.meta.message_id.clone();
-    let family = req.meta.family;
-    let meta = req.meta.clone();
-    let ob = ing.outbox.clone();
-    let answers = response.clone();
-    let outcome = match tokio::task::spawn_blocking(move || match answers {
-        Some(r) => ob.accept_acknowledgement(req, audit, &r).map(Stored::Ack),
-        None => ob.accept_with(req, audit).map(Stored::Plain),
-    })
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(OutboxError::Corrupt("accept task aborted".into())),
-    };
-    // An acknowledgement's own outcomes; the plain ones below.
-    let outcome = match (outcome, &response) {
-        (Ok(Stored::Ack(o)), Some(r)) => {
-            let (msg, took) = (&meta, started.elapsed());
-            return crate::ack::answer(&ing, &obs, o, msg, r, took);
-        }
-        (Ok(Stored::Ack(_)), None) => Err(OutboxError::Corrupt("unreachable".into())),
-        (Ok(Stored::Plain(o)), _) => Ok(o),
-        (Err(e), _) => Err(e),
-    };
-    match outcome {
-        Ok(AcceptOutcome::Accepted { id }) | Ok(AcceptOutcome::Resend { id, .. }) => {
-            let resend = matches!(outcome, Ok(AcceptOutcome::Resend { .. }));
-            ing.wake.notify_one();
-            info!(record = %id, family = %family, resend, "accepted");
-            obs.accepted(&meta, id.0, resend, started.elapsed());
-            (
-                StatusCode::ACCEPTED,
-                Json(Accepted {
-                    message_id,
-                    status: "accepted".into(),
-                    resend,
-                    ..Accepted::default()
-                }),
-            )
-                .into_response()
-        }
-        Ok(AcceptOutcome::AlreadyAcknowledged {
-            id, ack, reroute, ..
-        }) => {
-            // MedCom: a resend of an acknowledged message gets the same acknowledgement back.
-            ing.wake.notify_one();
-            info!(record = %id, reroute = %reroute, family = %family, "resend answered with its acknowledgement");
-            obs.duplicate(&message_id, family, id.0);
-            (
-                StatusCode::OK,
-                Json(Accepted {
-                    message_id,
-                    status: "acknowledged".into(),
-                    resend: true,
-                    acknowledgement: Some(AckInfo {
-                        message_id: ack.message_id,
-                        code: ack.code.as_str().into(),
+    // From here on every log line carries the message id (the relay and delivery use the same span).
+    let span = sammen_telemetry::message_span(&message_id);
+    async move {
+        let family = req.meta.family;
+        let meta = req.meta.clone();
+        let ob = ing.outbox.clone();
+        let answers = response.clone();
+        let outcome = match tokio::task::spawn_blocking(move || match answers {
+            Some(r) => ob.accept_acknowledgement(req, audit, &r).map(Stored::Ack),
+            None => ob.accept_with(req, audit).map(Stored::Plain),
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(OutboxError::Corrupt("accept task aborted".into())),
+        };
+        // An acknowledgement's own outcomes; the plain ones below.
+        let outcome = match (outcome, &response) {
+            (Ok(Stored::Ack(o)), Some(r)) => {
+                let (msg, took) = (&meta, started.elapsed());
+                return crate::ack::answer(&ing, &obs, o, msg, r, took);
+            }
+            (Ok(Stored::Ack(_)), None) => Err(OutboxError::Corrupt("unreachable".into())),
+            (Ok(Stored::Plain(o)), _) => Ok(o),
+            (Err(e), _) => Err(e),
+        };
+        match outcome {
+            Ok(AcceptOutcome::Accepted { id }) | Ok(AcceptOutcome::Resend { id, .. }) => {
+                let resend = matches!(outcome, Ok(AcceptOutcome::Resend { .. }));
+                ing.wake.notify_one();
+                info!(record = %id, family = %family, resend, "accepted");
+                obs.accepted(&meta, id.0, resend, started.elapsed());
+                (
+                    StatusCode::ACCEPTED,
+                    Json(Accepted {
+                        message_id,
+                        status: "accepted".into(),
+                        resend,
+                        ..Accepted::default()
                     }),
-                    ..Accepted::default()
-                }),
-            )
-                .into_response()
-        }
-        Ok(AcceptOutcome::Duplicate { id }) => {
-            debug!(record = %id, "duplicate");
-            obs.duplicate(&message_id, family, id.0);
-            (
-                StatusCode::OK,
-                Json(Accepted {
-                    message_id,
-                    status: "duplicate".into(),
-                    ..Accepted::default()
-                }),
-            )
-                .into_response()
-        }
-        Ok(AcceptOutcome::Conflict { existing }) => {
-            debug!(record = %existing, "conflict");
-            obs.rejected(
-                Some(&message_id),
-                Some(family),
-                sammen_outbox::CONFLICT_CODE,
-                StatusCode::CONFLICT,
-            );
-            answer::error(
-                StatusCode::CONFLICT,
-                "conflict",
-                "this envelope (Bundle) id was already used by this sender for another message id",
-            )
-        }
-        Err(OutboxError::InvalidRequest(why)) => {
-            let mut r = Report::default();
-            r.push(Issue::error("ingress.identifier-size", "document", why));
-            obs.invalid(&r);
-            answer::invalid(&r)
-        }
-        Err(e) if e.is_disk_full() => {
-            warn!("accept refused: disk full");
-            obs.rejected(
-                Some(&message_id),
-                Some(family),
-                "disk-full",
-                StatusCode::INSUFFICIENT_STORAGE,
-            );
-            answer::retry_later(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "disk-full",
-                "the broker's disk is full; nothing was stored; retry later".into(),
-                ing.cfg.retry_after_secs,
-            )
-        }
-        Err(e) => {
-            warn!(error = %e, "accept failed");
-            obs.rejected(
-                Some(&message_id),
-                Some(family),
-                "store-unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-            );
-            answer::retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
-                "the outbox could not store the message; nothing was promised; retry later".into(),
-                ing.cfg.retry_after_secs,
-            )
+                )
+                    .into_response()
+            }
+            Ok(AcceptOutcome::AlreadyAcknowledged {
+                id, ack, reroute, ..
+            }) => {
+                // MedCom: a resend of an acknowledged message gets the same acknowledgement back.
+                ing.wake.notify_one();
+                info!(record = %id, reroute = %reroute, family = %family, "resend answered with its acknowledgement");
+                obs.duplicate(&message_id, family, id.0);
+                (
+                    StatusCode::OK,
+                    Json(Accepted {
+                        message_id,
+                        status: "acknowledged".into(),
+                        resend: true,
+                        acknowledgement: Some(AckInfo {
+                            message_id: ack.message_id,
+                            code: ack.code.as_str().into(),
+                        }),
+                        ..Accepted::default()
+                    }),
+                )
+                    .into_response()
+            }
+            Ok(AcceptOutcome::Duplicate { id }) => {
+                debug!(record = %id, "duplicate");
+                obs.duplicate(&message_id, family, id.0);
+                (
+                    StatusCode::OK,
+                    Json(Accepted {
+                        message_id,
+                        status: "duplicate".into(),
+                        ..Accepted::default()
+                    }),
+                )
+                    .into_response()
+            }
+            Ok(AcceptOutcome::Conflict { existing }) => {
+                debug!(record = %existing, "conflict");
+                obs.rejected(
+                    Some(&message_id),
+                    Some(family),
+                    sammen_outbox::CONFLICT_CODE,
+                    StatusCode::CONFLICT,
+                );
+                answer::error(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "this envelope (Bundle) id was already used by this sender for another message id",
+                )
+            }
+            Err(OutboxError::InvalidRequest(why)) => {
+                let mut r = Report::default();
+                r.push(Issue::error("ingress.identifier-size", "document", why));
+                obs.invalid(&r);
+                answer::invalid(&r)
+            }
+            Err(e) if e.is_disk_full() => {
+                warn!("accept refused: disk full");
+                obs.rejected(
+                    Some(&message_id),
+                    Some(family),
+                    "disk-full",
+                    StatusCode::INSUFFICIENT_STORAGE,
+                );
+                answer::retry_later(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "disk-full",
+                    "the broker's disk is full; nothing was stored; retry later".into(),
+                    ing.cfg.retry_after_secs,
+                )
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                obs.rejected(
+                    Some(&message_id),
+                    Some(family),
+                    "store-unavailable",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                );
+                answer::retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "the outbox could not store the message; nothing was promised; retry later".into(),
+                    ing.cfg.retry_after_secs,
+                )
+            }
         }
     }
+    .instrument(span)
+    .await
 }
