@@ -34,6 +34,9 @@ pub mod trees {
     pub const COUNTERS: &str = "counters";
     /// `received_ms‖id` → empty: records waiting for an acknowledgement (the overdue scanner's index).
     pub const AWAIT_ACK: &str = "await_ack";
+    /// `id` → empty: records now `overdue` (entered with the state, removed when it is left), so the
+    /// overdue gauge is a count of this tree, never a scan of every record.
+    pub const OVERDUE: &str = "overdue";
     /// `id` → patient pseudonym (hex HMAC, never the CPR): for the leaves after `accepted`. Audit only.
     pub const AUDIT_PATIENT: &str = "audit_patient";
     /// All trees, for opening a store.
@@ -48,6 +51,7 @@ pub mod trees {
         FIN_META,
         COUNTERS,
         AWAIT_ACK,
+        OVERDUE,
     ];
     /// [`ALL`] plus the audit log's trees and [`AUDIT_PATIENT`]: open the store with these for
     /// [`crate::Outbox::open_with_audit`].
@@ -62,6 +66,7 @@ pub mod trees {
         FIN_META,
         COUNTERS,
         AWAIT_ACK,
+        OVERDUE,
         AUDIT_PATIENT,
         sammen_audit::trees::LEAVES,
         sammen_audit::trees::NODES,
@@ -215,6 +220,11 @@ fn index_effects(was: State, status: &Status, b: &mut Batch) -> bool {
         State::Acknowledged(_) | State::Overdue | State::Dead
     ) {
         b.delete(AWAIT_ACK, await_key(status));
+    }
+    match (was == State::Overdue, status.state == State::Overdue) {
+        (false, true) => b.put(OVERDUE, id_key(status.id), []),
+        (true, false) => b.delete(OVERDUE, id_key(status.id)),
+        _ => {}
     }
     left_queue
 }
@@ -983,6 +993,24 @@ impl<S: Store> Outbox<S> {
             });
         }
         Ok(out)
+    }
+
+    /// Records now `overdue` (published, no acknowledgement in time, none since): the overdue gauge.
+    /// Reads the overdue index only, in chunks.
+    pub fn overdue_count(&self) -> Result<u64, OutboxError> {
+        let mut n = 0u64;
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let chunk = self.store.range(OVERDUE, &from, None, PURGE_CHUNK)?;
+            n += chunk.len() as u64;
+            match chunk.last() {
+                Some((k, _)) if chunk.len() == PURGE_CHUNK => {
+                    from = k.clone();
+                    from.push(0);
+                }
+                _ => return Ok(n),
+            }
+        }
     }
 
     /// Records waiting to be published.

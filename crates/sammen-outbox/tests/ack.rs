@@ -320,6 +320,7 @@ fn overdue_scan_with_an_injected_clock<B: Backend>() {
         }
     );
     assert_eq!(state(&ob, published), State::Overdue);
+    assert_eq!(ob.overdue_count().unwrap(), 1, "the overdue gauge");
     assert_eq!(state(&ob, unpublished), State::Accepted);
     assert_eq!(state(&ob, answered), State::Acknowledged(AckCode::Ok));
     assert_eq!(state(&ob, lone), State::Published);
@@ -335,6 +336,11 @@ fn overdue_scan_with_an_injected_clock<B: Backend>() {
     )
     .unwrap();
     assert_eq!(state(&ob, published), State::Acknowledged(AckCode::Ok));
+    assert_eq!(
+        ob.overdue_count().unwrap(),
+        0,
+        "acknowledged is no longer overdue"
+    );
     if ob.audit().is_some() {
         assert!(leaf_kinds(&ob, "m1").contains(&"overdue".to_owned()));
     }
@@ -344,6 +350,9 @@ fn overdue_scan_with_an_injected_clock<B: Backend>() {
     ob.mark_published(unpublished).unwrap();
     assert_eq!(ob.mark_overdue_before(cutoff(60 * 60)).unwrap().marked, 1);
     assert_eq!(state(&ob, unpublished), State::Overdue);
+    assert_eq!(ob.overdue_count().unwrap(), 1);
+    ob.mark_dead(unpublished, "operator gave up").unwrap();
+    assert_eq!(ob.overdue_count().unwrap(), 0, "dead is no longer overdue");
 }
 
 per_backend!(

@@ -260,16 +260,19 @@ impl AmqpDepths {
 pub async fn sample(t: &Telemetry, s: &mut Sampled) {
     let now = SystemTime::now();
     let ob = s.outbox.clone();
-    // The oldest-age lookup reads the store: off the runtime workers.
-    let oldest = tokio::task::spawn_blocking(move || ob.oldest_pending_age(now))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten();
+    // The oldest-age and overdue lookups read the store: off the runtime workers.
+    let (oldest, overdue) = tokio::task::spawn_blocking(move || {
+        (
+            ob.oldest_pending_age(now).ok().flatten(),
+            ob.overdue_count().ok(),
+        )
+    })
+    .await
+    .unwrap_or((None, None));
     t.emit(OutboxSampled {
         depth: s.outbox.depth(),
         oldest_age: oldest,
-        overdue: None,
+        overdue,
     });
     let st = s.bus.status();
     t.emit(BusStatusSampled {
