@@ -51,6 +51,9 @@ impl Default for LogConfig {
     }
 }
 
+/// The most rustls may log (its trace level prints handshake messages).
+pub const RUSTLS_CAP: &str = "rustls=debug";
+
 /// Install the process-wide subscriber: filter from `SAMMEN_LOG` or `config.level`, the chosen format on
 /// stderr, and the [`PersonalDataTripwire`] (counting into `tripwire`, typically
 /// `Telemetry::tripwire_counter()`). Fails when the filter does not parse or a subscriber is already set.
@@ -62,7 +65,14 @@ pub fn init_tracing(
         Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(env),
         _ => EnvFilter::try_new(&config.level),
     }
-    .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    .map_err(|e| TelemetryError::Filter(e.to_string()))?
+    // rustls traces whole handshake messages (session tickets, nonces, random 32-bit values that can look
+    // like CPR numbers): never wanted in a health broker's logs, whatever the level asked for.
+    .add_directive(
+        RUSTLS_CAP
+            .parse()
+            .map_err(|e| TelemetryError::Filter(format!("{e}")))?,
+    );
     let fmt = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
