@@ -39,6 +39,7 @@ pub mod contract;
 pub mod embedded;
 pub mod error;
 pub mod message;
+pub mod queue_consumer;
 pub mod receipts;
 pub mod topology;
 

@@ -14,12 +14,8 @@
 
 use crate::leaves;
 use crate::state::Ingress;
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use sammen_bus::queue_consumer::{timed, QueueConsumer};
 use sammen_bus::Topology;
 use sammen_fhir::build::{acknowledgement, AckSpec, Org};
 use sammen_model::{AckCode, Family, Party, Report};
@@ -317,19 +313,6 @@ async fn store_valid(ing: &Arc<Ingress>, report: &Report, req: AcceptRequest) ->
     }))
 }
 
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn t<T>(
-    what: &'static str,
-    f: impl std::future::Future<Output = Result<T, lapin::Error>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(OP_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {OP_TIMEOUT:?}")),
-    }
-}
-
 /// Consume `queue` on RabbitMQ at `url` until `shutdown`, reconnecting (with `backoff`) after any failure.
 pub async fn run_amqp_ingress(
     ing: Arc<Ingress>,
@@ -361,69 +344,32 @@ async fn consume(
     queue: &str,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let conn = t(
-        "connect",
-        Connection::connect(url, ConnectionProperties::default()),
-    )
-    .await?;
+    let mut qc = QueueConsumer::open(url, queue, 16, "sammen-ingress").await?;
+    info!(queue = %queue, "amqp ingress: consuming");
     let r = async {
-        let ch = t("channel", conn.create_channel()).await?;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-        let opts = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        t("queue.declare", ch.queue_declare(queue.into(), opts, args)).await?;
-        t("basic.qos", ch.basic_qos(16, BasicQosOptions::default())).await?;
-        let mut consumer = t(
-            "basic.consume",
-            ch.basic_consume(
-                queue.into(),
-                ShortString::from("sammen-ingress"),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        info!(queue = %queue, "amqp ingress: consuming");
-        let mut poll = tokio::time::interval(Duration::from_millis(500));
         loop {
-            tokio::select! {
+            let d = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = poll.tick() => if !conn.status().connected() {
-                    return Err("connection lost".to_string());
-                },
-                d = consumer.next() => {
-                    let d = match d {
-                        Some(Ok(d)) => d,
-                        Some(Err(e)) => return Err(format!("consumer: {e}")),
-                        None => return Err("consumer ended".into()),
+                d = qc.next() => d?,
+            };
+            let user = d.properties.user_id().as_ref().map(|u| u.to_string());
+            match process(ing, users, user.as_deref(), &d.data).await {
+                AmqpOutcome::Retry => {
+                    let requeue = BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
                     };
-                    let user = d.properties.user_id().as_ref().map(|u| u.to_string());
-                    match process(ing, users, user.as_deref(), &d.data).await {
-                        AmqpOutcome::Retry => {
-                            let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-                            t("basic.nack", d.acker.nack(requeue)).await?;
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                        o => {
-                            debug!(outcome = ?o, "amqp ingress: done");
-                            t("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
-                        }
-                    }
+                    timed("basic.nack", d.acker.nack(requeue)).await?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                o => {
+                    debug!(outcome = ?o, "amqp ingress: done");
+                    timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
                 }
             }
         }
     }
     .await;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        conn.close(200, ShortString::from("sammen ingress stopping")),
-    )
-    .await;
+    qc.close("sammen ingress stopping").await;
     r
 }

@@ -5,15 +5,12 @@
 //! [`run_amqp_receipts`] consumes the receipts queue with its own reconnect loop (no lapin recovery).
 
 use crate::{blocking, RelayError, SharedOutbox};
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::BasicAckOptions;
 use sammen_backoff::ExponentialBackoff;
-use sammen_bus::receipts::{receipts_queue, receipts_queue_arguments, DeliveryReceipt};
+use sammen_bus::queue_consumer::{timed, QueueConsumer};
+use sammen_bus::receipts::{receipts_queue, DeliveryReceipt};
 use sammen_bus::Topology;
 use sammen_outbox::{OutboxError, State};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -78,19 +75,6 @@ pub async fn run_amqp_receipts(
     }
 }
 
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn t<T>(
-    what: &'static str,
-    f: impl std::future::Future<Output = Result<T, lapin::Error>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(OP_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {OP_TIMEOUT:?}")),
-    }
-}
-
 /// One connection's worth of consuming; `Ok` only on shutdown.
 async fn consume(
     outbox: &SharedOutbox,
@@ -98,72 +82,26 @@ async fn consume(
     queue: &str,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let conn = t(
-        "connect",
-        Connection::connect(url, ConnectionProperties::default()),
-    )
-    .await?;
+    let mut qc = QueueConsumer::open(url, queue, 256, "sammen-relay-receipts").await?;
+    info!(queue = %queue, "receipts: consuming");
     let r = async {
-        let ch = t("channel", conn.create_channel()).await?;
-        let mut args = FieldTable::default();
-        for (k, v) in receipts_queue_arguments() {
-            args.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
-        }
-        t(
-            "queue.declare",
-            ch.queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                args,
-            ),
-        )
-        .await?;
-        t("basic.qos", ch.basic_qos(256, BasicQosOptions::default())).await?;
-        let mut consumer = t(
-            "basic.consume",
-            ch.basic_consume(
-                queue.into(),
-                ShortString::from("sammen-relay-receipts"),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        info!(queue = %queue, "receipts: consuming");
-        let mut poll = tokio::time::interval(Duration::from_millis(500));
         loop {
-            tokio::select! {
+            let d = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = poll.tick() => if !conn.status().connected() {
-                    return Err("connection lost".to_string());
+                d = qc.next() => d?,
+            };
+            match DeliveryReceipt::from_json(&d.data) {
+                Ok(r) => match apply(outbox, &r).await {
+                    Ok(n) => debug!(changed = n, "receipts: applied"),
+                    // Not acked: RabbitMQ redelivers it after we reconnect.
+                    Err(e) => return Err(format!("applying receipt: {e}")),
                 },
-                d = consumer.next() => {
-                    let d = match d {
-                        Some(Ok(d)) => d,
-                        Some(Err(e)) => return Err(format!("consumer: {e}")),
-                        None => return Err("consumer ended".into()),
-                    };
-                    match DeliveryReceipt::from_json(&d.data) {
-                        Ok(r) => match apply(outbox, &r).await {
-                            Ok(n) => debug!(changed = n, "receipts: applied"),
-                            // Not acked: RabbitMQ redelivers it after we reconnect.
-                            Err(e) => return Err(format!("applying receipt: {e}")),
-                        },
-                        Err(e) => warn!(error = %e, "receipts: dropping undecodable receipt"),
-                    }
-                    t("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
-                }
+                Err(e) => warn!(error = %e, "receipts: dropping undecodable receipt"),
             }
+            timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
         }
     }
     .await;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        conn.close(200, ShortString::from("sammen relay stopping")),
-    )
-    .await;
+    qc.close("sammen relay stopping").await;
     r
 }

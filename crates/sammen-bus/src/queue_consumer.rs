@@ -1,0 +1,115 @@
+//! One connection consuming one durable quorum queue, for the broker's own side queues (`sammen.ingress`,
+//! `sammen.receipts`): connect, declare, set the prefetch, consume, and notice a lost connection even when
+//! no delivery arrives. The callers keep their own reconnect loop and their own ack/nack decisions.
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Connection, ConnectionProperties, Consumer};
+use std::time::Duration;
+
+use crate::topology::{ARG_QUEUE_TYPE, QUEUE_TYPE_QUORUM};
+
+/// Longest wait for one AMQP operation.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `f` within [`OP_TIMEOUT`], its error as text naming `what`.
+pub async fn timed<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(OP_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {OP_TIMEOUT:?}")),
+    }
+}
+
+/// A consumer on one durable quorum queue over its own connection.
+pub struct QueueConsumer {
+    conn: Connection,
+    consumer: Consumer,
+    poll: tokio::time::Interval,
+}
+
+impl QueueConsumer {
+    /// Connect to `url` and consume `queue` (declared durable, `x-queue-type = quorum`) with `prefetch`
+    /// unacked deliveries at most, as consumer `tag`. The connection is closed again when a step fails.
+    pub async fn open(url: &str, queue: &str, prefetch: u16, tag: &str) -> Result<Self, String> {
+        let conn = timed(
+            "connect",
+            Connection::connect(url, ConnectionProperties::default()),
+        )
+        .await?;
+        let r = async {
+            let ch = timed("channel", conn.create_channel()).await?;
+            let mut args = FieldTable::default();
+            args.insert(
+                ARG_QUEUE_TYPE.into(),
+                AMQPValue::LongString(LongString::from(QUEUE_TYPE_QUORUM)),
+            );
+            let opts = QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            timed("queue.declare", ch.queue_declare(queue.into(), opts, args)).await?;
+            timed(
+                "basic.qos",
+                ch.basic_qos(prefetch.max(1), BasicQosOptions::default()),
+            )
+            .await?;
+            timed(
+                "basic.consume",
+                ch.basic_consume(
+                    queue.into(),
+                    ShortString::from(tag),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await
+        }
+        .await;
+        match r {
+            Ok(consumer) => Ok(QueueConsumer {
+                conn,
+                consumer,
+                poll: tokio::time::interval(Duration::from_millis(500)),
+            }),
+            Err(e) => {
+                close(&conn, "sammen consumer failed").await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The next delivery; an error once the consumer or its connection is gone (reconnect then).
+    pub async fn next(&mut self) -> Result<Delivery, String> {
+        loop {
+            tokio::select! {
+                _ = self.poll.tick() => if !self.conn.status().connected() {
+                    return Err("connection lost".to_string());
+                },
+                d = self.consumer.next() => return match d {
+                    Some(Ok(d)) => Ok(d),
+                    Some(Err(e)) => Err(format!("consumer: {e}")),
+                    None => Err("consumer ended".into()),
+                },
+            }
+        }
+    }
+
+    /// Close the connection (at most 2 s); unacked deliveries return to the queue.
+    pub async fn close(self, why: &str) {
+        close(&self.conn, why).await;
+    }
+}
+
+async fn close(conn: &Connection, why: &str) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        conn.close(200, ShortString::from(why.to_string())),
+    )
+    .await;
+}
