@@ -48,11 +48,11 @@ fn scopes<'d>(header: Node<'d>) -> Scopes<'d> {
         return s;
     };
     for scope in bs.children().filter(|c| c.is(ns::SBDH, "Scope")) {
-        let value = text(scope, "InstanceIdentifier");
-        if text(scope, "Identifier").is_some_and(|i| i.starts_with("dk-dds")) {
+        let [ty, value, identifier] = scope_fields(scope);
+        if identifier.is_some_and(|i| i.starts_with("dk-dds")) {
             s.has_dds_metadata = true;
         }
-        match text(scope, "Type") {
+        match ty {
             Some("MESSAGEIDENTIFIER") => s.message_id = value,
             Some("ORIGINALMESSAGEIDENTIFIER") => s.original_message_id = value,
             Some("SENDERID") => s.sender_sor = value,
@@ -63,6 +63,29 @@ fn scopes<'d>(header: Node<'d>) -> Scopes<'d> {
         }
     }
     s
+}
+
+/// A Scope's Type, InstanceIdentifier and Identifier, as [`text`] reads each (the first such child, its
+/// text when not blank), in one pass over the children: three lookups per scope were a fifth of checking
+/// an SBDH with XDS metadata (callgrind).
+fn scope_fields<'d>(scope: Node<'d>) -> [Option<&'d str>; 3] {
+    const NAMES: [&str; 3] = ["Type", "InstanceIdentifier", "Identifier"];
+    let mut seen = [false; 3];
+    let mut fields = [None; 3];
+    for c in scope.children() {
+        let Some(i) = NAMES.iter().position(|n| c.name_is(n)) else {
+            continue;
+        };
+        if seen[i] || c.namespace() != ns::SBDH {
+            continue;
+        }
+        seen[i] = true;
+        fields[i] = Some(c.text()).filter(|s| !s.is_empty());
+        if seen == [true; 3] {
+            break;
+        }
+    }
+    fields
 }
 
 /// Sender/Receiver: `Identifier Authority="iso6523-actorid-upis"` = `0088:<GLN>`.
