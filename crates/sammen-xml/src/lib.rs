@@ -17,7 +17,8 @@
 //! - **Compact tree.** One arena string and three vectors per document; subtrees in "opaque" namespaces
 //!   (the XHTML narrative of FHIR resources) are checked for well-formedness but not stored, so clinical
 //!   narrative never lands in the tree. An element's text is gathered until its end tag and stored once,
-//!   so the arena stays within about the size of the input (text around many children stays linear).
+//!   so the arena stays within about the size of the input (text around many children stays linear);
+//!   a text that is one unaltered piece of the input is not copied at all (the tree borrows the input).
 //! - **Attributes as quick-xml reads them.** The builder scans attributes itself (no allocation per
 //!   tag) and accepts and refuses exactly what quick-xml's attribute iterator does; unit, property and
 //!   fuzz tests compare the two.
