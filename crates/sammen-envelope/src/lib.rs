@@ -14,7 +14,8 @@
 //!   (`envelope.schema-deviation`), as `schemas/envelope/SOURCES.md` explains.
 //! - Codes are documented in `schemas/envelope/CODES.md`; texts never echo values (the PATIENTID scope
 //!   is checked, never printed or stored).
-//! - No panics on input; one allocation for the decoded payload (plus one if the base64 has line breaks).
+//! - No panics on input; one allocation for the decoded payload (plus two if the base64 has line breaks:
+//!   the first decode attempt and the copy without whitespace).
 #![forbid(unsafe_code)]
 
 mod agreement;
