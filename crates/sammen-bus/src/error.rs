@@ -49,6 +49,12 @@ pub enum BusError {
     /// The bus was closed.
     #[error("bus is closed")]
     Closed,
+    /// The AMQP URL does not parse (the URL itself is not repeated: it may hold a password).
+    #[error("invalid AMQP URL: {reason}")]
+    BadUrl {
+        /// The parser's reason.
+        reason: String,
+    },
 }
 
 impl BusError {

@@ -43,6 +43,7 @@ pub mod queue_consumer;
 pub mod receipts;
 pub mod topology;
 
+pub use amqp::connect::connect as amqp_connect;
 pub use amqp::{AmqpBus, AmqpConfig};
 pub use bus::{
     wait_connected, Bus, BusStatus, Delivery, LinkState, PendingConfirm, PublishOutcome, Source,

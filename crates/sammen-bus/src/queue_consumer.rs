@@ -37,11 +37,9 @@ impl QueueConsumer {
     /// Connect to `url` and consume `queue` (declared durable, `x-queue-type = quorum`) with `prefetch`
     /// unacked deliveries at most, as consumer `tag`. The connection is closed again when a step fails.
     pub async fn open(url: &str, queue: &str, prefetch: u16, tag: &str) -> Result<Self, String> {
-        let conn = timed(
-            "connect",
-            Connection::connect(url, ConnectionProperties::default()),
-        )
-        .await?;
+        let conn = crate::amqp_connect(url, ConnectionProperties::default(), OP_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
         let r = async {
             let ch = timed("channel", conn.create_channel()).await?;
             let mut args = FieldTable::default();

@@ -17,7 +17,7 @@ use crate::state::Ingress;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sammen_bus::queue_consumer::{timed, QueueConsumer};
 use sammen_bus::Topology;
-use sammen_fhir::build::{acknowledgement, AckSpec, Org};
+use sammen_fhir::build::{acknowledgement, derived_uuid, AckSpec, Org};
 use sammen_model::{AckCode, Family, Party, Report};
 use sammen_outbox::sammen_audit::Event;
 use sammen_outbox::{
@@ -29,6 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// Keeps the ids this module derives apart from those other builders derive from the same seed.
+const ID_DOMAIN: &str = "sammen-amqp-nack";
 
 /// The ingress queue of a topology (`ns.sammen.ingress` beside `ns.sammen.inbox.*`).
 pub fn ingress_queue(t: &Topology) -> String {
@@ -98,27 +101,6 @@ fn ack_error_code(report: &Report) -> &'static str {
     }
 }
 
-fn derived_uuid(seed: &str, n: u32) -> String {
-    let mut h = Sha256::new();
-    h.update(b"sammen-amqp-nack\0");
-    h.update(seed.as_bytes());
-    h.update(n.to_be_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..]
-    )
-}
-
 /// The fatal-error acknowledgement answering the invalid `report` (bytes `body`), or why there is none.
 fn fatal_ack(ing: &Ingress, report: &Report, body: &[u8]) -> Result<AcceptRequest, &'static str> {
     let message_id = report.message_id.clone().ok_or("no message id")?;
@@ -138,11 +120,14 @@ fn fatal_ack(ing: &Ingress, report: &Report, body: &[u8]) -> Result<AcceptReques
         .route(to)
         .ok_or("the sender is not served here")?;
     let seed = format!("{message_id}\0{}", hex32(&Sha256::digest(body).into()));
-    let (mid, bid) = (derived_uuid(&seed, 0), derived_uuid(&seed, 1));
+    let (mid, bid) = (
+        derived_uuid(ID_DOMAIN, &seed, 0),
+        derived_uuid(ID_DOMAIN, &seed, 1),
+    );
     let mut n = 1;
     let mut next = || {
         n += 1;
-        derived_uuid(&seed, n)
+        derived_uuid(ID_DOMAIN, &seed, n)
     };
     let mut spec = AckSpec {
         original_message_id: message_id,

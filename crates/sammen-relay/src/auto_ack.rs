@@ -21,7 +21,7 @@
 //!   message then becomes overdue, which is visible).
 
 use crate::{blocking, RelayError, SharedOutbox};
-use sammen_fhir::build::{acknowledgement, AckSpec, Org};
+use sammen_fhir::build::{acknowledgement, derived_uuid, AckSpec, Org};
 use sammen_model::{AckCode, Family, Party, ResponseRef};
 use sammen_oioxml::build::{letter_version_code, positive_receipt, ReceiptSpec};
 use sammen_outbox::{
@@ -36,6 +36,9 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+/// Keeps the ids this module derives apart from those other builders derive from the same seed.
+const ID_DOMAIN: &str = "sammen-auto-ack";
 
 /// Counters (for metrics).
 #[derive(Debug, Default)]
@@ -85,28 +88,6 @@ impl std::fmt::Debug for AutoAcknowledger {
             .field("receivers", &self.glns.len())
             .finish_non_exhaustive()
     }
-}
-
-/// A UUID-shaped id from `seed` and `n` (version 4 / variant bits set, so it reads as a UUID).
-fn derived_uuid(seed: &str, n: u32) -> String {
-    let mut h = Sha256::new();
-    h.update(b"sammen-auto-ack\0");
-    h.update(seed.as_bytes());
-    h.update(n.to_be_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..]
-    )
 }
 
 /// An OIOXML identifier from `seed` and `n`: `prefix` + 12 upper-case hex digits (14 characters, the
@@ -207,11 +188,14 @@ impl AutoAcknowledger {
             time: now,
         };
         let seed = format!("{}\0{gln}", s.meta.message_id);
-        let (mid, bid) = (derived_uuid(&seed, 0), derived_uuid(&seed, 1));
+        let (mid, bid) = (
+            derived_uuid(ID_DOMAIN, &seed, 0),
+            derived_uuid(ID_DOMAIN, &seed, 1),
+        );
         let mut n = 1;
         let mut next = || {
             n += 1;
-            derived_uuid(&seed, n)
+            derived_uuid(ID_DOMAIN, &seed, n)
         };
         let xml = acknowledgement(&spec, &mid, &bid, &mut next)
             .map_err(|_| OutboxError::InvalidRequest("the message's ids cannot be acknowledged"))?;

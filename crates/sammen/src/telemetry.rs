@@ -211,9 +211,8 @@ impl AmqpDepths {
             }
             let props = lapin::ConnectionProperties::default()
                 .with_connection_name("sammen-serve-metrics".into());
-            let conn = tokio::time::timeout(AMQP_OP, lapin::Connection::connect(&self.url, props))
+            let conn = sammen_bus::amqp_connect(&self.url, props, AMQP_OP)
                 .await
-                .ok()?
                 .ok()?;
             self.conn = Some(conn);
         }

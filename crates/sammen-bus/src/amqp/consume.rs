@@ -28,13 +28,10 @@ struct Open {
 
 async fn open(shared: &Shared, queue: &str, prefetch: u16) -> Result<Open, BusError> {
     let c = &shared.config;
-    let conn = with_timeout(
-        "connect",
+    let conn = super::connect::connect(
+        &c.url,
+        connection_properties(&format!("{}-consumer", c.connection_name)),
         c.connect_timeout,
-        Connection::connect(
-            &c.url,
-            connection_properties(&format!("{}-consumer", c.connection_name)),
-        ),
     )
     .await?;
     let r = async {

@@ -49,10 +49,10 @@ impl Link {
 
 async fn open(shared: &Shared) -> Result<Link, BusError> {
     let c = &shared.config;
-    let conn = with_timeout(
-        "connect",
+    let conn = super::connect::connect(
+        &c.url,
+        connection_properties(&c.connection_name),
         c.connect_timeout,
-        Connection::connect(&c.url, connection_properties(&c.connection_name)),
     )
     .await?;
     let result = async {

@@ -5,6 +5,7 @@
 //! - [`consume`]: subscriptions, each on its own connection with its own reconnect loop.
 //! - [`declare`]: idempotent topology.
 
+pub(crate) mod connect;
 pub(crate) mod consume;
 pub(crate) mod declare;
 pub(crate) mod link;
