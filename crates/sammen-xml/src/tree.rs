@@ -49,8 +49,8 @@ struct AttrRec {
 /// A parsed document. Namespace id 0 is "no namespace".
 ///
 /// It borrows the parsed text: an element whose text is one unaltered piece of the input (the usual
-/// case) points there instead of holding a copy. Copying was most of what building an envelope's tree
-/// cost beyond reading it, its base64 payload being one long text.
+/// case) points there instead of holding a copy: copying a VANS envelope's base64 payload, one 25 KB
+/// text, was 3% of validating the envelope (callgrind).
 #[derive(Debug, Clone)]
 pub struct Document<'t> {
     input: &'t str,
