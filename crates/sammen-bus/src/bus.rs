@@ -104,6 +104,9 @@ pub struct Delivery {
     pub redelivered: bool,
     /// Returns so far (0 on first delivery; quorum queues' `x-delivery-count`).
     pub delivery_count: u32,
+    /// AMQP `reply_to`: the receipts queue of the node that published it (see
+    /// [`crate::receipts::reply_queue`]); `None` on the embedded bus and from older publishers.
+    pub reply_to: Option<String>,
     pub(crate) settle: Settle,
 }
 

@@ -5,10 +5,23 @@
 //! reference subscriber (`sammen-subscriber`) therefore publishes one [`DeliveryReceipt`] per message to
 //! the receipts queue, and the relay consumes that queue and marks the message delivered.
 //!
+//! ## Which queue (several sammen nodes, issue #6)
+//! Every node has its own outbox, so a receipt must reach the node that published the message: a node
+//! that does not hold the message can only drop it. So each node has its own receipts queue,
+//! [`node_receipts_queue`] (`sammen.receipts.<node>`, node name checked by [`check_node_name`] and stable
+//! across restarts), and the node's bus sets the AMQP `reply_to` of every message it publishes to it.
+//! A subscriber sends the receipt to the delivery's `reply_to` ([`reply_queue`]); a message without one
+//! (published before this version) or with one that is not a receipts queue of the topology gets its
+//! receipt on the shared queue [`RECEIPTS_QUEUE`], which every node also consumes (there a node that does
+//! not hold the message returns the receipt for another node to take, a bounded number of times).
+//!
 //! ## Wire format (RabbitMQ)
-//! - Queue [`RECEIPTS_QUEUE`] (`sammen.receipts`; namespaced topologies: [`receipts_queue`]), durable,
-//!   `x-queue-type = quorum`, no other arguments ([`receipts_queue_arguments`]). Declare it with exactly
-//!   these arguments on both sides (idempotent), or RabbitMQ answers PRECONDITION_FAILED.
+//! - Queues [`RECEIPTS_QUEUE`] (`sammen.receipts`; namespaced topologies: [`receipts_queue`]) and
+//!   [`node_receipts_queue`], durable, `x-queue-type = quorum`, no other arguments
+//!   ([`receipts_queue_arguments`]). Declare them with exactly these arguments (idempotent), or RabbitMQ
+//!   answers PRECONDITION_FAILED. A node queue is declared by its node (on every connect, before
+//!   anything is published with it as `reply_to`), never by a subscriber: a `reply_to` naming a queue that
+//!   is gone makes the publish come back (mandatory), and the receipt goes to the shared queue instead.
 //! - Published to the default exchange (`""`) with routing key = the queue name, persistent
 //!   (delivery mode 2), publisher confirms, `content_type` = [`RECEIPT_CONTENT_TYPE`],
 //!   `message_id` = the delivered message's id, `type` = [`RECEIPT_TYPE`].
@@ -48,6 +61,56 @@ pub fn receipts_queue(t: &Topology) -> String {
         Some(ns) => format!("{ns}{RECEIPTS_QUEUE}"),
         None => format!("{}.receipts", t.dead_queue),
     }
+}
+
+/// Longest node name: queue names stay far below AMQP's 255 bytes, whatever the namespace.
+pub const MAX_NODE_NAME_LEN: usize = 64;
+
+/// A node name that cannot name a receipts queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node name must be 1-{MAX_NODE_NAME_LEN} characters of A-Z, a-z, 0-9, '-' and '_'")]
+pub struct InvalidNodeName;
+
+/// Check a node name: 1–[`MAX_NODE_NAME_LEN`] of `A-Za-z0-9_-` (no dot, so it can neither look like a
+/// namespace nor a routing-key part).
+pub fn check_node_name(node: &str) -> Result<(), InvalidNodeName> {
+    let ok = !node.is_empty()
+        && node.len() <= MAX_NODE_NAME_LEN
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidNodeName)
+    }
+}
+
+/// The receipts queue of one node: `<receipts_queue>.<node>` (`sammen.receipts.node-a`,
+/// `ns.sammen.receipts.node-a`).
+pub fn node_receipts_queue(t: &Topology, node: &str) -> Result<String, InvalidNodeName> {
+    check_node_name(node)?;
+    Ok(format!("{}.{node}", receipts_queue(t)))
+}
+
+/// Where the receipt for a delivery goes: its `reply_to` when that is a node receipts queue of `t`,
+/// otherwise (no `reply_to`: published by an older version; or anything else, which a subscriber must
+/// never publish to) the shared receipts queue.
+pub fn reply_queue(t: &Topology, reply_to: Option<&str>) -> String {
+    let shared = receipts_queue(t);
+    match reply_to {
+        Some(q) if is_node_queue(&shared, q) => q.to_string(),
+        _ => shared,
+    }
+}
+
+/// `queue` is `<shared>.<node>` with a valid node name: a node receipts queue beside the shared receipts
+/// queue `shared`.
+pub fn is_node_queue(shared: &str, queue: &str) -> bool {
+    queue
+        .strip_prefix(shared)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|node| check_node_name(node).is_ok())
 }
 
 /// Arguments the receipts queue is declared with (durable, quorum, nothing else).
@@ -170,5 +233,45 @@ mod tests {
             receipts_queue(&Topology::namespaced("t1")),
             "t1.sammen.receipts"
         );
+    }
+
+    #[test]
+    fn node_queues_are_checked_and_namespaced() {
+        let t1 = Topology::namespaced("t1");
+        assert_eq!(
+            node_receipts_queue(&Topology::default(), "node-a_1").unwrap(),
+            "sammen.receipts.node-a_1"
+        );
+        assert_eq!(
+            node_receipts_queue(&t1, "b").unwrap(),
+            "t1.sammen.receipts.b"
+        );
+        let long = "n".repeat(MAX_NODE_NAME_LEN);
+        assert!(node_receipts_queue(&t1, &long).is_ok());
+        for bad in ["", "a.b", "a b", "a#", "æ", &format!("{long}n")] {
+            assert_eq!(check_node_name(bad), Err(InvalidNodeName), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn receipts_follow_reply_to_only_into_receipts_queues() {
+        let t1 = Topology::namespaced("t1");
+        assert_eq!(
+            reply_queue(&t1, Some("t1.sammen.receipts.node-a")),
+            "t1.sammen.receipts.node-a"
+        );
+        // No reply_to (an older publisher), or one that is not a node receipts queue of this topology:
+        // the shared queue, never an arbitrary queue such as another receiver's inbox.
+        for other in [
+            None,
+            Some("t1.sammen.inbox.5790001348120"),
+            Some("sammen.receipts.node-a"),
+            Some("t1.sammen.receipts"),
+            Some("t1.sammen.receipts."),
+            Some("t1.sammen.receipts.a.b"),
+            Some("t1.sammen.receiptsX"),
+        ] {
+            assert_eq!(reply_queue(&t1, other), "t1.sammen.receipts", "{other:?}");
+        }
     }
 }

@@ -16,7 +16,10 @@
 //!     (`body_base64`: standard base64 of the exact payload bytes; OIOXML may be ISO-8859-1).
 //! - `POST /v1/inbox/{gln}/{delivery_id}/ack` — "I have stored it": **200**
 //!   `{"delivery_id","message_id","status":"acked"}`. The outbox moves the message to `delivered` through
-//!   the delivery-receipt path ([`sammen_relay::receipts::apply`]), then the bus forgets it.
+//!   the delivery-receipt path ([`sammen_relay::receipts::apply`]), then the bus forgets it. With several
+//!   sammen nodes on one RabbitMQ a message in the queue may have been published by another node: when
+//!   this node holds no record of it, the receipt is sent to the delivery's `reply_to` (that node's
+//!   receipts queue, or the shared one) through [`InboxRegistry::forward_receipts`].
 //!   Unknown, already acked or expired delivery id: **404** `inbox.unknown-delivery`.
 //! - Refusals: no client certificate **403** `inbox.client-certificate-required`; a certificate that may
 //!   not receive for the GLN **403** `identity.receiver-not-allowed` (nothing is consumed); a GLN that is
@@ -50,6 +53,7 @@ use base64::Engine;
 use sammen_bus::receipts::{DeliveryReceipt, ReceiptOutcome};
 use sammen_bus::{Bus, BusError, Delivery, Source, Subscription};
 use sammen_identity::PeerIdentity;
+use sammen_subscriber::ReceiptSink;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -167,6 +171,8 @@ pub struct InboxRegistry {
     receivers: Mutex<HashMap<String, Arc<OnceCell<Arc<ReceiverInbox>>>>>,
     stop: CancellationToken,
     stats: Arc<InboxStats>,
+    /// Receipts for messages this node does not hold (another node published them).
+    forward: std::sync::OnceLock<Arc<dyn ReceiptSink>>,
 }
 
 impl std::fmt::Debug for InboxRegistry {
@@ -206,7 +212,15 @@ impl InboxRegistry {
             receivers: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             stats: Arc::default(),
+            forward: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Send the receipt of an acked message this node holds no record of to `sink`, which routes it by
+    /// the delivery's `reply_to` (several nodes on one RabbitMQ). Without it such a receipt is dropped.
+    /// Only the first call counts.
+    pub fn forward_receipts(&self, sink: Arc<dyn ReceiptSink>) {
+        let _ = self.forward.set(sink);
     }
 
     /// The limits in force.
@@ -433,8 +447,21 @@ impl InboxRegistry {
         };
         // Receipt before the bus ack, as the reference subscriber does: a crash in between redelivers
         // (the receiver dedupes), never loses. A failed receipt leaves the message `published`.
-        if let Err(e) = sammen_relay::receipts::apply(&self.outbox, &receipt).await {
-            warn!(message_id = %message_id, error = %e, "inbox: delivery receipt not applied");
+        match sammen_relay::receipts::apply_receipt(&self.outbox, &receipt).await {
+            Ok(a) if a.held => {}
+            // Published by another node: its receipts queue is the delivery's reply_to.
+            Ok(_) => match self.forward.get() {
+                Some(sink) => {
+                    let reply_to = p.delivery.reply_to.as_deref();
+                    if let Err(e) = sink.send_reply(&receipt, reply_to).await {
+                        warn!(message_id = %message_id, error = %e, "inbox: delivery receipt not forwarded");
+                    }
+                }
+                None => debug!(message_id = %message_id, "inbox: no record here for the receipt"),
+            },
+            Err(e) => {
+                warn!(message_id = %message_id, error = %e, "inbox: delivery receipt not applied")
+            }
         }
         if let Err(e) = p.delivery.ack().await {
             // The bus connection went away: the broker hands the message out again.

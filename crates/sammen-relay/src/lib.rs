@@ -21,8 +21,9 @@
 //!   marked dead at once. Attempts and TTL are enforced by the outbox (`record_attempt`).
 //! - Delivery: a [`DeliveryReceipt`](sammen_bus::receipts::DeliveryReceipt) moves a matching `published`
 //!   row (same message id, receiver and sha256) to `delivered`; receipts are idempotent and may overtake
-//!   the confirm (the row is then marked published first). With RabbitMQ they are consumed from the
-//!   receipts queue ([`receipts::run_amqp_receipts`]); in-process subscribers call [`receipts::apply`].
+//!   the confirm (the row is then marked published first). With RabbitMQ they are consumed from this
+//!   node's receipts queue (the `reply_to` of what it publishes) and the shared one
+//!   ([`receipts::AmqpReceipts`]); in-process subscribers call [`receipts::apply`].
 //! - Overdue ([`overdue`]): a record not acknowledged within the configured time (from acceptance) is marked
 //!   `overdue` by a periodic scan, durably with its leaf; acknowledgements never wait for one, records not
 //!   yet published stay `accepted`, and nothing is ever resent by the broker.

@@ -1,28 +1,68 @@
 //! Delivery receipts: `published` → `delivered`.
 //!
 //! The reference subscriber publishes a [`DeliveryReceipt`] once a message is durable on its side (wire
-//! format in `sammen_bus::receipts`). [`apply`] moves the matching rows to `delivered`; with RabbitMQ,
-//! [`run_amqp_receipts`] consumes the receipts queue with its own reconnect loop (no lapin recovery).
+//! format and queues in `sammen_bus::receipts`). [`apply`] moves the matching rows to `delivered`; with
+//! RabbitMQ, [`AmqpReceipts`] consumes this node's receipts queue and the shared one, each with its own
+//! reconnect loop (no lapin recovery).
+//!
+//! Several nodes (issue #6): a receipt on the node's own queue (the `reply_to` of what it published) is
+//! for this node. The shared queue holds receipts for messages published without a `reply_to` (before the
+//! upgrade) and is consumed by every node, so a receipt there may be for a message another node holds: it
+//! is returned (`nack` with requeue) for another consumer, until it has been delivered
+//! [`SHARED_REDELIVERIES`] times; then it is dropped, logged with its message id and counted
+//! (`sammen_receipts_unmatched_total`). Limitation: a node that is down for longer than those redeliveries
+//! take loses the shared-queue receipts for its messages (they stay `published`, as when a receipt is lost;
+//! delivery itself happened). Its own queue keeps everything until it is back.
 
 use crate::{blocking, RelayError, SharedOutbox};
-use lapin::options::BasicAckOptions;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use sammen_backoff::ExponentialBackoff;
+use sammen_bus::message::HEADER_DELIVERY_COUNT;
 use sammen_bus::queue_consumer::{timed, QueueConsumer};
-use sammen_bus::receipts::{receipts_queue, DeliveryReceipt};
+use sammen_bus::receipts::{node_receipts_queue, receipts_queue, DeliveryReceipt, InvalidNodeName};
 use sammen_bus::Topology;
 use sammen_outbox::{OutboxError, State};
+use sammen_telemetry::events::ReceiptUnmatched;
+use sammen_telemetry::SharedTelemetry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// Deliveries of a shared-queue receipt no node holds before it is dropped: enough for every node of a
+/// small cluster to see it many times over (RabbitMQ hands a returned message to any consumer).
+pub const SHARED_REDELIVERIES: u32 = 20;
+
+/// What one receipt did on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Rows moved to `delivered`.
+    pub changed: usize,
+    /// This node holds a row with the receipt's message id, receiver and sha256 (whatever its state).
+    pub held: bool,
+}
 
 /// Apply one receipt: every row with its message id, receiver GLN and sha256 that is `accepted` or
 /// `published` becomes `delivered`. Idempotent; returns how many rows changed.
 pub async fn apply(outbox: &SharedOutbox, r: &DeliveryReceipt) -> Result<usize, RelayError> {
+    Ok(apply_receipt(outbox, r).await?.changed)
+}
+
+/// [`apply`], also telling whether this node holds the message at all.
+pub async fn apply_receipt(
+    outbox: &SharedOutbox,
+    r: &DeliveryReceipt,
+) -> Result<Applied, RelayError> {
     let ob = outbox.clone();
     let r = r.clone();
     blocking(move || {
         // Delivery lines (and the delivered metric's log event) inside the message's span.
         let _span = sammen_telemetry::message_span(&r.message_id).entered();
         let mut n = 0;
+        let mut held = false;
         for id in ob.find(&r.message_id)? {
             let Some(s) = ob.status(id)? else { continue };
             if s.meta.receiver.gln.as_deref() != Some(r.receiver_gln.as_str())
@@ -30,6 +70,7 @@ pub async fn apply(outbox: &SharedOutbox, r: &DeliveryReceipt) -> Result<usize, 
             {
                 continue;
             }
+            held = true;
             let step = |res: Result<_, OutboxError>| match res {
                 Ok(_) | Err(OutboxError::IllegalTransition { .. }) => Ok(()),
                 Err(e) => Err(e),
@@ -48,12 +89,13 @@ pub async fn apply(outbox: &SharedOutbox, r: &DeliveryReceipt) -> Result<usize, 
                 _ => {}
             }
         }
-        Ok(n)
+        Ok(Applied { changed: n, held })
     })
     .await
 }
 
-/// Consume the receipts queue of `topology` on RabbitMQ until `shutdown`, reconnecting after any failure.
+/// Consume the shared receipts queue of `topology` on RabbitMQ until `shutdown`, reconnecting after any
+/// failure (one node, no node queue; see [`AmqpReceipts`] for the node's own queue as well).
 pub async fn run_amqp_receipts(
     outbox: SharedOutbox,
     url: String,
@@ -61,47 +103,196 @@ pub async fn run_amqp_receipts(
     backoff: ExponentialBackoff,
     shutdown: CancellationToken,
 ) {
-    let queue = receipts_queue(&topology);
-    let mut delays = backoff.stream();
-    loop {
-        match consume(&outbox, &url, &queue, &shutdown).await {
-            Ok(()) => return,
-            Err(e) => warn!(queue = %queue, error = %e, "receipts: consumer failed, reconnecting"),
+    AmqpReceipts::new(outbox, url, topology)
+        .with_backoff(backoff)
+        .run(shutdown)
+        .await;
+}
+
+/// Counters of the receipts consumer.
+#[derive(Debug, Default)]
+pub struct ReceiptStats {
+    /// Receipts that moved at least one row to `delivered`.
+    pub applied: AtomicU64,
+    /// Shared-queue receipts for a message this node does not hold, returned for another node.
+    pub returned: AtomicU64,
+    /// Receipts dropped because no row matched (also `sammen_receipts_unmatched_total`).
+    pub unmatched: AtomicU64,
+}
+
+/// The receipts consumer of one node: its own queue ([`node_receipts_queue`], the `reply_to` of what it
+/// publishes) and the shared queue ([`receipts_queue`]).
+pub struct AmqpReceipts {
+    outbox: SharedOutbox,
+    url: String,
+    topology: Topology,
+    node_queue: Option<String>,
+    backoff: ExponentialBackoff,
+    telemetry: Option<SharedTelemetry>,
+    stats: Arc<ReceiptStats>,
+}
+
+impl AmqpReceipts {
+    /// Receipts for `outbox` from the shared queue of `topology` at `url`.
+    pub fn new(outbox: SharedOutbox, url: String, topology: Topology) -> Self {
+        AmqpReceipts {
+            outbox,
+            url,
+            topology,
+            node_queue: None,
+            backoff: ExponentialBackoff::default(),
+            telemetry: None,
+            stats: Arc::default(),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delays.next_delay()) => {}
+    }
+
+    /// Also consume node `node`'s own queue (declared there, durable quorum).
+    pub fn with_node(mut self, node: &str) -> Result<Self, InvalidNodeName> {
+        self.node_queue = Some(node_receipts_queue(&self.topology, node)?);
+        Ok(self)
+    }
+
+    /// Reconnect delays.
+    pub fn with_backoff(mut self, backoff: ExponentialBackoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Count dropped receipts in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: SharedTelemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// The counters (shared with the running consumer).
+    pub fn stats(&self) -> Arc<ReceiptStats> {
+        self.stats.clone()
+    }
+
+    /// Consume until `shutdown`, reconnecting each queue after any failure.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let shared = Queue {
+            name: receipts_queue(&self.topology),
+            shared: true,
+        };
+        let own = self.node_queue.clone().map(|name| Queue {
+            name,
+            shared: false,
+        });
+        let this = &self;
+        let own = async {
+            if let Some(q) = own {
+                this.run_queue(q, &shutdown).await;
+            }
+        };
+        tokio::join!(self.run_queue(shared, &shutdown), own);
+    }
+
+    async fn run_queue(&self, q: Queue, shutdown: &CancellationToken) {
+        let mut delays = self.backoff.stream();
+        loop {
+            match self.consume(&q, shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(queue = %q.name, error = %e, "receipts: consumer failed, reconnecting");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delays.next_delay()) => {}
+            }
         }
+    }
+
+    /// One connection's worth of consuming; `Ok` only on shutdown.
+    async fn consume(&self, q: &Queue, shutdown: &CancellationToken) -> Result<(), String> {
+        let mut qc = QueueConsumer::open(&self.url, &q.name, 256, "sammen-relay-receipts").await?;
+        info!(queue = %q.name, "receipts: consuming");
+        // Returns seen here per message id: the bound holds even where a broker does not count returns.
+        let mut seen: HashMap<String, u32> = HashMap::new();
+        let r = async {
+            loop {
+                let d = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    d = qc.next() => d?,
+                };
+                let receipt = match DeliveryReceipt::from_json(&d.data) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(queue = %q.name, error = %e, "receipts: dropping undecodable receipt");
+                        timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
+                        continue;
+                    }
+                };
+                let applied = match apply_receipt(&self.outbox, &receipt).await {
+                    Ok(a) => a,
+                    // Not acked: RabbitMQ redelivers it after we reconnect.
+                    Err(e) => return Err(format!("applying receipt: {e}")),
+                };
+                let mut count = delivery_count(d.properties.headers().as_ref());
+                if q.shared && !applied.held {
+                    if seen.len() >= 10_000 {
+                        seen.clear();
+                    }
+                    let n = seen.entry(receipt.message_id.clone()).or_insert(0);
+                    count = count.max(*n);
+                    *n += 1;
+                }
+                if applied.held {
+                    if applied.changed > 0 {
+                        self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                    }
+                    debug!(changed = applied.changed, "receipts: applied");
+                } else if q.shared && count < SHARED_REDELIVERIES {
+                    // Probably another node's (published before reply_to): let another consumer take it.
+                    self.stats.returned.fetch_add(1, Ordering::Relaxed);
+                    let requeue = BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    };
+                    timed("basic.nack", d.acker.nack(requeue)).await?;
+                    // A short pause, so a lone node does not spin on it and others get their turn.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                } else {
+                    seen.remove(&receipt.message_id);
+                    self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
+                    let event = ReceiptUnmatched {
+                        message_id: &receipt.message_id,
+                        queue: &q.name,
+                        delivery_count: count,
+                    };
+                    match &self.telemetry {
+                        Some(t) => t.emit(event),
+                        None => warn!(message_id = %receipt.message_id, queue = %q.name, delivery_count = count,
+                            "receipts: no matching message on this node, dropping the receipt"),
+                    }
+                }
+                timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
+            }
+        }
+        .await;
+        qc.close("sammen relay stopping").await;
+        r
     }
 }
 
-/// One connection's worth of consuming; `Ok` only on shutdown.
-async fn consume(
-    outbox: &SharedOutbox,
-    url: &str,
-    queue: &str,
-    shutdown: &CancellationToken,
-) -> Result<(), String> {
-    let mut qc = QueueConsumer::open(url, queue, 256, "sammen-relay-receipts").await?;
-    info!(queue = %queue, "receipts: consuming");
-    let r = async {
-        loop {
-            let d = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                d = qc.next() => d?,
-            };
-            match DeliveryReceipt::from_json(&d.data) {
-                Ok(r) => match apply(outbox, &r).await {
-                    Ok(n) => debug!(changed = n, "receipts: applied"),
-                    // Not acked: RabbitMQ redelivers it after we reconnect.
-                    Err(e) => return Err(format!("applying receipt: {e}")),
-                },
-                Err(e) => warn!(error = %e, "receipts: dropping undecodable receipt"),
-            }
-            timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
-        }
-    }
-    .await;
-    qc.close("sammen relay stopping").await;
-    r
+/// One queue the consumer reads.
+struct Queue {
+    name: String,
+    /// The shared (legacy) queue, where a receipt may be another node's.
+    shared: bool,
+}
+
+/// Quorum queues count earlier deliveries in `x-delivery-count` (absent on the first).
+fn delivery_count(h: Option<&FieldTable>) -> u32 {
+    let n = match h.and_then(|h| h.inner().get(HEADER_DELIVERY_COUNT)) {
+        Some(AMQPValue::LongLongInt(i)) => u64::try_from(*i).unwrap_or(0),
+        Some(AMQPValue::LongInt(i)) => u64::try_from(*i).unwrap_or(0),
+        Some(AMQPValue::LongUInt(i)) => u64::from(*i),
+        Some(AMQPValue::ShortInt(i)) => u64::try_from(*i).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(i)) => u64::from(*i),
+        _ => 0,
+    };
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -361,7 +361,7 @@ impl Subscriber {
                     delivered_at: now,
                     subscriber: self.config.name.clone(),
                 };
-                if let Err(e) = sink.send(&r).await {
+                if let Err(e) = sink.send_reply(&r, d.reply_to.as_deref()).await {
                     bump(&self.counters.receipt_failures);
                     warn!(message_id = %r.message_id, error = %e, "subscriber: receipt not sent");
                 }

@@ -1,21 +1,33 @@
-//! Where delivery receipts go: RabbitMQ's receipts queue, or an in-process channel.
+//! Where delivery receipts go: RabbitMQ's receipts queues, or an in-process channel.
 
 use crate::SubscriberError;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use sammen_bus::receipts::{
-    receipts_queue_arguments, DeliveryReceipt, RECEIPTS_EXCHANGE, RECEIPT_CONTENT_TYPE,
-    RECEIPT_TYPE,
+    is_node_queue, receipts_queue_arguments, DeliveryReceipt, RECEIPTS_EXCHANGE,
+    RECEIPT_CONTENT_TYPE, RECEIPT_TYPE,
 };
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
+use tracing::warn;
 
 /// Receives a [`DeliveryReceipt`] once a message is durable on the subscriber's side (before its ack).
 #[async_trait::async_trait]
 pub trait ReceiptSink: Send + Sync {
     /// Hand over one receipt; `Ok` once the other side holds it.
     async fn send(&self, receipt: &DeliveryReceipt) -> Result<(), SubscriberError>;
+
+    /// Hand over the receipt for a delivery whose AMQP `reply_to` was `reply_to` (the publishing node's
+    /// receipts queue). Sinks that do not route by it (in-process ones) just [`ReceiptSink::send`].
+    async fn send_reply(
+        &self,
+        receipt: &DeliveryReceipt,
+        reply_to: Option<&str>,
+    ) -> Result<(), SubscriberError> {
+        let _ = reply_to;
+        self.send(receipt).await
+    }
 }
 
 /// Receipts into a Tokio channel: for a subscriber running inside `sammen serve` with the embedded bus.
@@ -37,9 +49,12 @@ struct Link {
 }
 
 /// Receipts to RabbitMQ: its own connection (not the consumer's, so flow control on one never stalls the
-/// other), the receipts queue declared idempotently, persistent publishes with publisher confirms and a
-/// timeout on each. After any failure the connection is dropped and rebuilt on the next receipt (one retry
-/// per call); no reliance on lapin's recovery.
+/// other), the shared receipts queue declared idempotently, persistent publishes with publisher confirms
+/// and a timeout on each. A receipt goes to the delivery's `reply_to` when that is a node receipts queue
+/// of the topology ([`sammen_bus::receipts::reply_queue`]; so it reaches the node holding the message),
+/// otherwise, or when that queue is gone (the publish comes back), to the shared queue. After any failure
+/// the connection is dropped and rebuilt on the next receipt (one retry per call); no reliance on lapin's
+/// recovery.
 pub struct AmqpReceiptSink {
     url: String,
     queue: String,
@@ -118,7 +133,33 @@ impl AmqpReceiptSink {
         Ok(Link { conn, channel })
     }
 
-    async fn publish(&self, link: &Link, r: &DeliveryReceipt) -> Result<(), SubscriberError> {
+    /// Publish to the node queue `reply_to` names (checked), falling back to the shared queue.
+    async fn publish_reply(
+        &self,
+        link: &Link,
+        r: &DeliveryReceipt,
+        reply_to: Option<&str>,
+    ) -> Result<(), SubscriberError> {
+        if let Some(q) = reply_to.filter(|q| is_node_queue(&self.queue, q)) {
+            if !self.publish_to(link, q, r).await? {
+                return Ok(());
+            }
+            // The node's queue was deleted (node retired): the shared queue is the best left.
+            warn!(message_id = %r.message_id, queue = %q, "receipt: reply_to queue gone, using the shared queue");
+        }
+        if self.publish_to(link, &self.queue, r).await? {
+            return Err(amqp("publish", "receipt returned (no queue)"));
+        }
+        Ok(())
+    }
+
+    /// Publish and await the confirm; `Ok(true)` when it came back unroutable.
+    async fn publish_to(
+        &self,
+        link: &Link,
+        queue: &str,
+        r: &DeliveryReceipt,
+    ) -> Result<bool, SubscriberError> {
         let t = self.timeout;
         let props = BasicProperties::default()
             .with_content_type(ShortString::from(RECEIPT_CONTENT_TYPE))
@@ -128,7 +169,7 @@ impl AmqpReceiptSink {
                 ShortString::try_new(r.message_id.as_str())
                     .map_err(|_| amqp("publish", "message id longer than 255 bytes"))?,
             );
-        let queue = ShortString::try_new(self.queue.as_str())
+        let queue = ShortString::try_new(queue)
             .map_err(|_| amqp("publish", "queue name longer than 255 bytes"))?;
         let body = r.to_json();
         let confirm = timed(
@@ -147,8 +188,8 @@ impl AmqpReceiptSink {
         )
         .await?;
         match timed("confirm", t, confirm).await? {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(amqp("publish", "receipt returned (no queue)")),
+            Confirmation::Ack(None) => Ok(false),
+            Confirmation::Ack(Some(_)) => Ok(true),
             other => Err(amqp("publish", format!("not confirmed: {other:?}"))),
         }
     }
@@ -157,6 +198,14 @@ impl AmqpReceiptSink {
 #[async_trait::async_trait]
 impl ReceiptSink for AmqpReceiptSink {
     async fn send(&self, receipt: &DeliveryReceipt) -> Result<(), SubscriberError> {
+        self.send_reply(receipt, None).await
+    }
+
+    async fn send_reply(
+        &self,
+        receipt: &DeliveryReceipt,
+        reply_to: Option<&str>,
+    ) -> Result<(), SubscriberError> {
         let mut slot = self.link.lock().await;
         let mut last = None;
         for _attempt in 0..2 {
@@ -170,7 +219,7 @@ impl ReceiptSink for AmqpReceiptSink {
                 }
             }
             if let Some(link) = slot.as_ref() {
-                match self.publish(link, receipt).await {
+                match self.publish_reply(link, receipt, reply_to).await {
                     Ok(()) => return Ok(()),
                     Err(e) => {
                         if let Some(l) = slot.take() {

@@ -306,6 +306,25 @@ impl InternalEvent for MessageOverdue<'_> {
     }
 }
 
+/// A delivery receipt matched no message of this node and was dropped (see `sammen_relay::receipts`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptUnmatched<'a> {
+    /// Message id the receipt names.
+    pub message_id: &'a str,
+    /// The queue it came from (a receipts queue name: no personal data).
+    pub queue: &'a str,
+    /// Deliveries of the receipt so far (other nodes had their chance).
+    pub delivery_count: u32,
+}
+
+impl InternalEvent for ReceiptUnmatched<'_> {
+    fn emit(&self, t: &Telemetry) {
+        t.metrics.receipts_unmatched.inc();
+        warn!(target: TARGET, event = "receipt_unmatched", message_id = %LogId::new(self.message_id),
+            queue = %self.queue, delivery_count = self.delivery_count);
+    }
+}
+
 /// Why a message was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadReason {

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub(crate) audit_checkpoint_age: Gauge,
     pub(crate) cert_expiry_days: GaugeVec,
     pub(crate) log_tripwire: IntCounter,
+    pub(crate) receipts_unmatched: IntCounter,
     /// (metric name, label domains) for the series bound.
     shapes: Vec<(&'static str, Vec<Domain>)>,
     histograms: Vec<&'static str>,
@@ -305,6 +306,15 @@ impl Metrics {
                 IntCounter::new(
                     "sammen_log_personal_data_suspected_total",
                     "Log events dropped for a CPR-shaped value in a field (should stay 0).",
+                )?,
+            )?,
+            receipts_unmatched: b.reg(
+                "sammen_receipts_unmatched_total",
+                &[],
+                IntCounter::new(
+                    "sammen_receipts_unmatched_total",
+                    "Delivery receipts dropped because this node holds no matching message (several nodes: \
+                     a receipt on the shared queue that no node took in time; should stay 0).",
                 )?,
             )?,
             registry: b.registry,

@@ -159,6 +159,7 @@ async fn pump(
                             routing_key: d.routing_key.to_string(),
                             redelivered: d.redelivered,
                             delivery_count: delivery_count(d.properties.headers().as_ref()),
+                            reply_to: d.properties.reply_to().as_ref().map(|q| q.to_string()),
                             settle: Settle::Amqp(d.acker, t),
                         };
                         tokio::select! {

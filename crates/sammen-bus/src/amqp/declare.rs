@@ -77,6 +77,28 @@ pub(crate) async fn declare_base(
     Ok(())
 }
 
+/// A receipts queue (durable quorum, [`crate::receipts::receipts_queue_arguments`]).
+pub(crate) async fn declare_receipts(
+    conn: &Connection,
+    queue: &str,
+    t: Duration,
+) -> Result<(), BusError> {
+    let ch = open(conn, t).await?;
+    let args = crate::receipts::receipts_queue_arguments()
+        .into_iter()
+        .map(|(k, v)| (k, ArgValue::Str(v)))
+        .collect();
+    let r = tokio::time::timeout(t, declare_queue(&ch, queue, args)).await;
+    close(ch).await;
+    match r {
+        Ok(r) => r,
+        Err(_) => Err(BusError::Timeout {
+            op: "queue.declare",
+            after: t,
+        }),
+    }
+}
+
 /// A receiver's inbox and its binding (the GLN is validated by the caller).
 pub(crate) async fn declare_receiver(
     conn: &Connection,

@@ -57,6 +57,9 @@ async fn open(shared: &Shared) -> Result<Link, BusError> {
     .await?;
     let result = async {
         declare::declare_base(&conn, &c.topology, c.op_timeout).await?;
+        if let Some(q) = &c.reply_to {
+            declare::declare_receipts(&conn, q, c.op_timeout).await?;
+        }
         for gln in shared.receivers() {
             declare::declare_receiver(&conn, &c.topology, &gln, c.op_timeout).await?;
         }

@@ -47,6 +47,11 @@ pub struct AmqpConfig {
     pub backoff: ExponentialBackoff,
     /// Shown in `rabbitmqctl list_connections client_properties`.
     pub connection_name: String,
+    /// This node's receipts queue ([`crate::receipts::node_receipts_queue`]): set as the AMQP `reply_to`
+    /// of every published message and declared (durable quorum) on every connect, before anything is
+    /// published, so a receipt never finds it missing. `None`: no `reply_to` (receipts then go to the
+    /// shared queue, as before several nodes were possible).
+    pub reply_to: Option<String>,
 }
 
 impl AmqpConfig {
@@ -63,6 +68,7 @@ impl AmqpConfig {
             publish_wait: Duration::from_secs(1),
             backoff: ExponentialBackoff::default(),
             connection_name: "sammen".into(),
+            reply_to: None,
         }
     }
 }

@@ -15,15 +15,24 @@ fn short(field: &'static str, s: &str) -> Result<ShortString, InvalidMessage> {
     ShortString::try_new(s).map_err(|_| InvalidMessage::Length { field })
 }
 
-/// Properties and headers of a (validated) message.
-pub(crate) fn properties(msg: &BusMessage) -> Result<BasicProperties, InvalidMessage> {
+/// Properties and headers of a (validated) message; `reply_to`: the publishing node's receipts queue.
+pub(crate) fn properties(
+    msg: &BusMessage,
+    reply_to: Option<&str>,
+) -> Result<BasicProperties, InvalidMessage> {
     let mut h = FieldTable::default();
     let s = |v: &str| AMQPValue::LongString(LongString::from(v));
     h.insert(HEADER_SENDER.into(), s(&msg.sender_gln));
     h.insert(HEADER_EVENT.into(), s(&msg.event));
     h.insert(HEADER_SHA256.into(), s(&msg.sha256));
     h.insert(HEADER_RESEND.into(), AMQPValue::Boolean(msg.resend));
-    Ok(BasicProperties::default()
+    // An over-long name is a configuration error the link's declare already refuses (it never comes
+    // up); it must not make the message itself invalid, which would mark it dead.
+    let props = match reply_to.and_then(|q| ShortString::try_new(q).ok()) {
+        Some(q) => BasicProperties::default().with_reply_to(q),
+        None => BasicProperties::default(),
+    };
+    Ok(props
         .with_message_id(short("message_id", &msg.message_id)?)
         .with_content_type(short("content_type", &msg.content_type)?)
         .with_type(ShortString::from(msg.family.as_str()))
@@ -36,7 +45,7 @@ pub(crate) async fn publish(bus: &AmqpBus, msg: &BusMessage) -> Result<PendingCo
     let shared = &bus.shared;
     let cfg = &shared.config;
     let key = msg.routing_key()?;
-    let props = properties(msg)?;
+    let props = properties(msg, cfg.reply_to.as_deref())?;
     let exchange = short("route_exchange", &cfg.topology.route_exchange)?;
     let key = short("routing_key", &key)?;
 

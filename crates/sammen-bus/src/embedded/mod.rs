@@ -299,6 +299,7 @@ impl Core {
             routing_key: entry.stored.routing_key,
             redelivered: entry.redelivered,
             delivery_count: entry.stored.delivery_count,
+            reply_to: None,
             message: entry.stored.message,
             settle: Settle::Embedded(EmbeddedSettle {
                 core: self.clone(),
