@@ -169,6 +169,14 @@ impl Config {
         {
             p("bus.namespace".into(), "only A-Z, a-z, 0-9, '-' and '_'");
         }
+        if let Some(node) = &self.bus.node {
+            if !valid_node_name(node) {
+                p(
+                    "bus.node".into(),
+                    "1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+                );
+            }
+        }
         if check_gln(&self.bus.broker_gln).is_some() {
             p(
                 "bus.broker_gln".into(),
@@ -286,6 +294,18 @@ impl Config {
     }
 }
 
+/// Longest `bus.node` (as `sammen_bus::receipts::MAX_NODE_NAME_LEN`, which checks it again).
+pub(crate) const MAX_NODE_NAME_LEN: usize = 64;
+
+/// A node name usable in a queue name: 1–[`MAX_NODE_NAME_LEN`] of `A-Za-z0-9_-`.
+pub(crate) fn valid_node_name(node: &str) -> bool {
+    !node.is_empty()
+        && node.len() <= MAX_NODE_NAME_LEN
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +412,19 @@ mod tests {
         assert_eq!(keys(e), ["log.format"]);
         let e = parse("[log]\nlevl = \"info\"\n").unwrap_err();
         assert_eq!(keys(e), ["log.levl"]);
+    }
+
+    #[test]
+    fn node_name_is_checked() {
+        assert_eq!(parse("").unwrap().bus.node, None);
+        let c = parse("[bus]\nnode = \"sammen-a_1\"\n").unwrap();
+        assert_eq!(c.bus.node.as_deref(), Some("sammen-a_1"));
+        let long = "n".repeat(MAX_NODE_NAME_LEN);
+        assert!(parse(&format!("[bus]\nnode = \"{long}\"\n")).is_ok());
+        for bad in ["", "a.b", "a b", "æ", &format!("{long}n")] {
+            let e = parse(&format!("[bus]\nnode = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(keys(e), ["bus.node"], "{bad:?}");
+        }
     }
 
     #[test]

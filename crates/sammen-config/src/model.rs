@@ -173,6 +173,11 @@ pub struct BusConfig {
     /// RabbitMQ. Empty: the standard names of `deploy/rabbitmq/definitions.json`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
+    /// This node's name when several sammen nodes share one RabbitMQ: its delivery receipts come on
+    /// `sammen.receipts.<node>` (the `reply_to` of everything it publishes), so it must stay the same
+    /// across restarts. 1–64 of `A-Za-z0-9_-`. Unset: an id generated once and kept in the data dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The broker's own GLN: subscribers publish delivery receipts to its inbox.
     #[serde(default = "default_broker_gln")]
     pub broker_gln: String,
@@ -199,6 +204,7 @@ impl Default for BusConfig {
             kind: BusKind::Embedded,
             url: None,
             namespace: String::new(),
+            node: None,
             broker_gln: default_broker_gln(),
             confirm_timeout: default_confirm_timeout(),
             amqp_ingress: false,
@@ -212,6 +218,7 @@ impl fmt::Debug for BusConfig {
             .field("kind", &self.kind)
             .field("url", &self.url.as_deref().map(redact_url))
             .field("namespace", &self.namespace)
+            .field("node", &self.node)
             .field("broker_gln", &self.broker_gln)
             .field("confirm_timeout", &self.confirm_timeout)
             .field("amqp_ingress", &self.amqp_ingress)

@@ -515,7 +515,7 @@ fn spawn_broker(a: &BenchArgs) -> Result<(Spawned, String)> {
     );
     if let Some(url) = &a.amqp_url {
         cfg.push_str(&format!(
-            "[bus]\nkind = \"amqp\"\nurl = {url:?}\nnamespace = {:?}\n",
+            "[bus]\nkind = \"amqp\"\nurl = {url:?}\nnamespace = {:?}\nnode = {SPAWNED_NODE:?}\n",
             a.namespace
         ));
     }
@@ -793,6 +793,9 @@ fn receivers(a: &BenchArgs) -> Vec<String> {
     }
 }
 
+/// `[bus] node` of a spawned broker (its namespace is fresh), so its receipts queue can be deleted after.
+const SPAWNED_NODE: &str = "bench";
+
 /// Delete a spawned broker's namespaced queues and exchanges (best effort).
 async fn cleanup_namespace(url: &str, ns: &str, glns: &[String]) {
     use lapin::options::QueueDeleteOptions;
@@ -804,6 +807,9 @@ async fn cleanup_namespace(url: &str, ns: &str, glns: &[String]) {
     let mut queues: Vec<String> = glns.iter().map(|g| topo.inbox_queue(g)).collect();
     queues.push(topo.dead_queue.clone());
     queues.push(sammen_bus::receipts::receipts_queue(&topo));
+    if let Ok(q) = sammen_bus::receipts::node_receipts_queue(&topo, SPAWNED_NODE) {
+        queues.push(q);
+    }
     for q in queues {
         // A failed delete closes the channel: one channel per delete.
         if let Ok(ch) = conn.create_channel().await {
