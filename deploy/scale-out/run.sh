@@ -2,7 +2,8 @@
 # Scale-out check (issue #6): two `sammen serve` nodes, each with its own data dir, in front of one
 # three-node RabbitMQ cluster on loopback (quorum queues). Load from several clients, stop one RabbitMQ node
 # mid-run, start it again, then check that every message that got a 202 reached a subscriber (distinct
-# message ids delivered == distinct ids answered 202; none missing).
+# message ids delivered == distinct ids answered 202; none missing) and reached `delivered` in the outbox
+# of the sammen node that answered the 202 (its delivery receipt came back to that node).
 #
 #   cargo build --release -p sammen && deploy/scale-out/run.sh
 #
@@ -16,7 +17,7 @@
 #   STOP_NODE   RabbitMQ node stopped mid-run, 1..3 [2: the node sammen node B is connected to]
 #   STOP_AT     seconds into the load when it is stopped [15]   DOWN  seconds it stays down [15]
 #   PORT_BASE   AMQP ports PORT_BASE+1..3, distribution ports +11..13, sammen HTTP +21..22, metrics +31..32 [35600]
-#   DRAIN       seconds to wait for the subscribers after the load [180]
+#   DRAIN       seconds to wait for the subscribers (and then the receipts) after the load [180]
 #   KEEP=1      keep the work directory (logs) after a successful run; it is always kept after a failure
 #   WORK        work directory [a fresh mktemp -d]
 # Exit 0 when nothing is missing; 1 otherwise (the summary says what); 2 when setting up failed.
@@ -204,17 +205,42 @@ done
 delivered=$(wc -l < "$WORK/delivered.txt")
 extra=$(comm -13 "$WORK/accepted.txt" "$WORK/delivered.txt" | wc -l)
 
+# Every id a node answered 202 must reach `delivered` in that node's own outbox (GET /v1/messages/ID on
+# the node: the record's timeline holds `delivered`). Only ids not yet seen delivered are asked again.
+delivered_on() {
+  sed "s|^|http://127.0.0.1:$(http_port "$1")/v1/messages/|" "$2" \
+    | xargs -r -n 200 curl -s -w '\n' 2>/dev/null \
+    | grep -F '"state":"delivered"' | sed -E 's/^\{"message_id":"([^"]*)".*/\1/' | sort -u
+}
+deadline=$((SECONDS + DRAIN))
+not_delivered=0
+for i in 1 2; do
+  sort -u "$WORK/accepted-$i.txt" > "$WORK/pending-$i.txt"
+  while :; do
+    delivered_on "$i" "$WORK/pending-$i.txt" > "$WORK/states-$i.txt"
+    comm -23 "$WORK/pending-$i.txt" "$WORK/states-$i.txt" > "$WORK/pending-$i.next"
+    mv "$WORK/pending-$i.next" "$WORK/pending-$i.txt"
+    [ -s "$WORK/pending-$i.txt" ] || break
+    [ "$SECONDS" -ge "$deadline" ] && break
+    sleep 2
+  done
+  n=$(wc -l < "$WORK/pending-$i.txt")
+  log "node $i: $(sort -u "$WORK/accepted-$i.txt" | wc -l) ids answered 202, not delivered in its outbox $n"
+  not_delivered=$((not_delivered + n))
+done
+
 metric() { curl -s "http://127.0.0.1:$(metrics_port "$1")/metrics" | grep -E "^$2" | awk '{s += $2} END {print s + 0}'; }
 for i in 1 2; do
   log "node $i metrics: accepted $(metric "$i" sammen_messages_accepted_total), confirmed $(metric "$i" 'sammen_publish_confirm_duration_seconds_count\{outcome="ack"'), publish failures $(metric "$i" 'sammen_publish_confirm_duration_seconds_count\{outcome="(nack|timeout|not-connected)"'), bus reconnects $(metric "$i" sammen_bus_reconnects_total), outbox depth $(metric "$i" sammen_outbox_depth), marked delivered by receipts $(metric "$i" sammen_messages_delivered_total)"
 done
 log "quorum members of sammen.inbox.5790001348120: $(rmq_env "$RMQ_BIN/rabbitmq-queues" -q -n "$(node 1)" quorum_status sammen.inbox.5790001348120 2>/dev/null | grep -c sammen-so || true)"
-log "202 answers $answered_202 (distinct ids $accepted); distinct ids delivered $delivered; missing $missing; delivered without a 202 $extra"
-if [ "$missing" -eq 0 ] && [ "$answered_202" -eq "$accepted" ]; then
+log "202 answers $answered_202 (distinct ids $accepted); distinct ids delivered $delivered; missing $missing; delivered without a 202 $extra; not delivered on the accepting node $not_delivered"
+if [ "$missing" -eq 0 ] && [ "$answered_202" -eq "$accepted" ] && [ "$not_delivered" -eq 0 ]; then
   OK=1
-  log "PASS: every message that got a 202 was delivered (once in effect: subscribers dedupe by message id)"
+  log "PASS: every message that got a 202 was delivered (once in effect: subscribers dedupe by message id) and is delivered in the outbox of the node that accepted it"
   exit 0
 fi
 comm -23 "$WORK/accepted.txt" "$WORK/delivered.txt" | head -5 | sed 's/^/  missing: /'
+for i in 1 2; do head -5 "$WORK/pending-$i.txt" | sed "s/^/  not delivered on node $i: /"; done
 log "FAIL"
 exit 1
