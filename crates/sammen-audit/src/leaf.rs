@@ -65,8 +65,18 @@ pub enum Event {
     Resend,
     /// A duplicate (same message id and Bundle id); nothing stored.
     Duplicate,
-    /// A client certificate was refused.
-    CertificateRefused,
+    /// A client certificate was refused: in the TLS handshake (`code` says why, e.g. `unknown-ca`,
+    /// `no-certificate`) or after it (no `code`: a verified certificate that no partner names). Both
+    /// fields are omitted when absent, so leaves written before they existed decode unchanged.
+    CertificateRefused {
+        /// Stable refusal reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        /// Refusals of the same certificate and reason not written as leaves of their own since the
+        /// last such leaf (the handshake audit is rate-limited).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suppressed: Option<u64>,
+    },
     /// A sender identity (GLN/SOR vs certificate) was refused.
     IdentityRefused,
     /// Operator: configuration reloaded.
@@ -107,7 +117,7 @@ impl Event {
             Event::PayloadPurged => "payload-purged",
             Event::Resend => "resend",
             Event::Duplicate => "duplicate",
-            Event::CertificateRefused => "certificate-refused",
+            Event::CertificateRefused { .. } => "certificate-refused",
             Event::IdentityRefused => "identity-refused",
             Event::ConfigReload => "config-reload",
             Event::Replay => "replay",
@@ -411,5 +421,29 @@ mod tests {
             Err(LeafDecodeError::NotCanonical)
         );
         assert_eq!(key.pseudonym("251248-9996"), key.pseudonym("2512489996"));
+    }
+
+    #[test]
+    fn certificate_refused_without_code_keeps_its_old_encoding() {
+        let key = PatientKey::new(&[7u8; 32]).unwrap();
+        let plain = Event::CertificateRefused {
+            code: None,
+            suppressed: None,
+        };
+        let bytes = LeafEvent::new(1, plain, Outcome::SeriousFailure)
+            .into_leaf(&key)
+            .encode();
+        let old = br#"{"v":1,"time_ms":1,"event":{"kind":"certificate-refused"},"outcome":"serious-failure"}"#;
+        assert_eq!(bytes, old);
+        assert!(Leaf::decode(old).is_ok());
+        let coded = Event::CertificateRefused {
+            code: Some("unknown-ca".into()),
+            suppressed: Some(3),
+        };
+        let leaf = LeafEvent::new(1, coded, Outcome::SeriousFailure).into_leaf(&key);
+        let bytes = leaf.encode();
+        assert!(String::from_utf8_lossy(&bytes)
+            .contains(r#"{"kind":"certificate-refused","code":"unknown-ca","suppressed":3}"#));
+        assert_eq!(Leaf::decode(&bytes).unwrap(), leaf);
     }
 }

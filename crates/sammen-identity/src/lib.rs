@@ -16,6 +16,8 @@
 //!   code and a reason that never echoes message content.
 //! - Reload swaps certificate, CA bundle and partner registry together, atomically, for new handshakes;
 //!   a reload that fails leaves the old generation in place ([`TlsIdentity`]).
+//! - A refused client certificate is named by fingerprint only where the listener asked for it, per
+//!   connection ([`observe_presented`]), so the refusal's audit leaf can say which certificate it was.
 //! - ring is the only crypto provider; no private key is committed: dev and test certificates are
 //!   generated at run time ([`generate_dev_pki`], [`CertAuthority`]), keys written 0600, never overwritten.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ mod authz;
 mod cert;
 mod devpki;
 mod error;
+mod presented;
 mod registry;
 mod server;
 
@@ -38,6 +41,7 @@ pub use devpki::{
     generate_dev_pki, CertAuthority, ClientSpec, DevPki, Issued, DEV_HOSPITAL, DEV_MUNICIPALITY,
 };
 pub use error::IdentityError;
+pub use presented::{observe_presented, PresentedSlot};
 pub use registry::{OrgIdentity, Partner, PartnerRegistry};
 /// Re-exported so users name the same rustls.
 pub use rustls;

@@ -326,6 +326,8 @@ impl ClientCertVerifier for RequireClientAuthEku {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // Before verifying: a refused certificate is the one the audit leaf must name.
+        crate::presented::note(end_entity);
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;

@@ -34,7 +34,9 @@
 //! - Audit (issue #5), when the outbox has a log: every request that reached validation leaves `received`
 //!   plus its outcome, durable before the answer — `accepted`/`resend`/`duplicate` from the outbox in the
 //!   same batch as the change, `rejected` (first error code), `identity-refused` (403) and
-//!   `certificate-refused` (unregistered certificate) as one batch of their own. Leaves hold ids, codes,
+//!   `certificate-refused` (unregistered certificate) as one batch of their own; a certificate refused in the
+//!   TLS handshake (unknown CA, expired, none...) gets a rate-limited `certificate-refused` leaf with its
+//!   reason code and fingerprint ([`tls::HandshakeAudit`]). Leaves hold ids, codes,
 //!   hashes, GLN/SOR and the certificate fingerprint; ids of an invalid message only when they look like
 //!   ids; the patient only as the log's keyed hash.
 //!
@@ -57,6 +59,7 @@ mod accept;
 mod ack;
 pub mod amqp;
 mod answer;
+mod handshake;
 pub mod inbox;
 mod leaves;
 mod observe;

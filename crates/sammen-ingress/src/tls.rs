@@ -24,6 +24,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+pub use crate::handshake::{refusal_code, HandshakeAudit, HandshakeAuditLimits};
+
 /// Called for every request refused by identity (403), so the caller can count it.
 pub type RefusalHook = Arc<dyn Fn(&Refusal) + Send + Sync>;
 
@@ -38,6 +40,9 @@ pub struct TlsServeConfig {
     pub on_refusal: Option<RefusalHook>,
     /// Counters.
     pub stats: Arc<TlsStats>,
+    /// Writes a `certificate-refused` leaf for a certificate refused in the handshake (rate-limited);
+    /// `None`: such refusals are only counted.
+    pub handshake_audit: Option<Arc<HandshakeAudit>>,
 }
 
 impl Default for TlsServeConfig {
@@ -47,6 +52,7 @@ impl Default for TlsServeConfig {
             request_timeout: Duration::from_secs(60),
             on_refusal: None,
             stats: Arc::default(),
+            handshake_audit: None,
         }
     }
 }
@@ -69,6 +75,10 @@ pub struct TlsStats {
     pub handshakes_ok: AtomicU64,
     /// Requests refused with 403.
     pub requests_refused: AtomicU64,
+    /// Handshake certificate refusals written as audit leaves.
+    pub certificate_refusals_recorded: AtomicU64,
+    /// Handshake certificate refusals the audit rate limit kept out of the log (see [`HandshakeAudit`]).
+    pub certificate_refusals_suppressed: AtomicU64,
 }
 
 impl TlsStats {
@@ -113,7 +123,10 @@ async fn require_partner(
         if partner.is_none() {
             // Audit leaf (issue #5): which certificate, never what it sent.
             let fp = peer.map(|p| p.cert.fingerprint.clone());
-            let ev = sammen_outbox::sammen_audit::Event::CertificateRefused;
+            let ev = sammen_outbox::sammen_audit::Event::CertificateRefused {
+                code: None,
+                suppressed: None,
+            };
             crate::leaves::refused(&ing, None, &[], fp.as_deref(), ev).await;
             return refused(&Refusal::Certificate(
                 sammen_identity::CertificateRefusal::Unregistered,
@@ -153,12 +166,21 @@ pub async fn serve_tls(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(snap.server_config.clone());
-            let tls = match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp)).await
-            {
+            let presented = sammen_identity::PresentedSlot::new();
+            let accept = Presented {
+                slot: presented.clone(),
+                inner: acceptor.accept(tcp),
+            };
+            let tls = match tokio::time::timeout(cfg.handshake_timeout, accept).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     TlsStats::bump(&cfg.stats.handshakes_refused);
                     debug!(error = %e, "TLS handshake refused");
+                    if let (Some(audit), Some(code)) = (&cfg.handshake_audit, refusal_code(&e)) {
+                        audit
+                            .record(presented.fingerprint(), code, &cfg.stats)
+                            .await;
+                    }
                     return;
                 }
                 Err(_) => {
@@ -262,6 +284,21 @@ pub async fn watch_reload(
             Ok(_) => {}
             Err(e) => warn!(error = %e, "TLS reload failed; the previous certificates stay in use"),
         }
+    }
+}
+
+/// A TLS accept polled with `slot` installed, so the verifier can name the certificate it refuses.
+struct Presented<F> {
+    slot: sammen_identity::PresentedSlot,
+    inner: F,
+}
+
+impl<F: Future + Unpin> Future for Presented<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        sammen_identity::observe_presented(&this.slot, || Pin::new(&mut this.inner).poll(cx))
     }
 }
 

@@ -4,7 +4,9 @@
 use anyhow::{bail, Context, Result};
 use sammen_config::{Config, TlsConfig};
 use sammen_identity::{generate_dev_pki, ExpiryOwner, TlsFiles, TlsIdentity};
-use sammen_ingress::tls::{serve_tls, tls_router, watch_reload, TlsServeConfig};
+use sammen_ingress::tls::{
+    serve_tls, tls_router, watch_reload, HandshakeAudit, HandshakeAuditLimits, TlsServeConfig,
+};
 use sammen_ingress::Ingress;
 use sammen_telemetry::events::MessageRejected;
 use sammen_telemetry::SharedTelemetry;
@@ -208,7 +210,11 @@ impl Front {
                     .context("http server")
             });
         }
-        if let Some(t) = self.tls {
+        if let Some(mut t) = self.tls {
+            // Certificates refused in the handshake get (rate-limited) audit leaves too.
+            let audit =
+                HandshakeAudit::new(ingress.outbox().clone(), HandshakeAuditLimits::default());
+            t.cfg.handshake_audit = Some(Arc::new(audit));
             let s = stop.clone();
             let (identity, every) = (t.identity.clone(), t.reload_interval);
             let outbox = ingress.outbox().clone();
