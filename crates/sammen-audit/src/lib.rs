@@ -24,7 +24,9 @@
 //! - changes to leaves appended after the last checkpoint (not yet signed); keep `checkpoint_every` /
 //!   `checkpoint_interval_ms` small. Truncation of that unsigned tail is invisible too.
 //! - events the broker never recorded (a lying broker); the search index (`audit_index`) is a
-//!   convenience, not evidence: search and prove re-check every hit against the leaf itself.
+//!   convenience, not evidence: search and prove re-check every hit against the leaf itself. It is
+//!   written with each checkpoint, not with each leaf (see [`store`]); search reads the tail after the
+//!   last checkpoint from the leaves.
 //!
 //! ## Invariants
 //! - Leaf `i` is stored under index `i`, and indices are contiguous from 0; leaf 0 is `log-created`.

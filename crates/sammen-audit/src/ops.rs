@@ -25,7 +25,9 @@ use crate::error::{AuditError, Finding};
 use crate::keys::{fingerprint, load_public_key};
 use crate::leaf::{hex, rotation_message, unhex, Event, Leaf, LeafIndex, PatientKey};
 use crate::proof::{verify_consistency, verify_inclusion};
-use crate::store::{decode_u64, index_prefix, node_key, trees, u64_key, LogNodes, META_NODES_SIZE};
+use crate::store::{
+    decode_u64, index_prefix, node_key, trees, u64_key, LogNodes, META_NODES_SIZE, POSTINGS,
+};
 use crate::tree::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
 /// Format tag of [`ProofDocument`].
@@ -388,9 +390,78 @@ fn index_hits<S: Store + ?Sized>(
     Ok(out)
 }
 
+/// Leaf indices under one value (`prefix` = tag ‖ len ‖ value): its posting lists, the per-leaf keys of
+/// older logs, and every leaf of the unindexed tail (callers re-check each leaf anyway).
 fn prefix_hits<S: Store + ?Sized>(store: &S, prefix: &[u8]) -> Result<Vec<u64>, AuditError> {
     let end = sammen_store::prefix_end(prefix);
-    index_hits(store, prefix, end.as_deref())
+    let mut out = index_hits(store, prefix, end.as_deref())?;
+    let lists = [&[POSTINGS][..], prefix].concat();
+    for (k, v) in store.scan_prefix(trees::INDEX, &lists, usize::MAX)? {
+        // The length prefix makes the value exact; only `‖ first` may follow it.
+        if k.len() == lists.len() + 8 {
+            out.extend(v.chunks_exact(8).filter_map(decode_u64));
+        }
+    }
+    out.extend(tail(store)?);
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Leaf indices with a time in `[from_ms, to_ms)` or a chunk that may hold one, plus the unindexed tail.
+fn time_hits<S: Store + ?Sized>(
+    store: &S,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Vec<u64>, AuditError> {
+    let from = [&b"t"[..], &from_ms.to_be_bytes()].concat();
+    let to = [&b"t"[..], &to_ms.to_be_bytes()].concat();
+    let mut out = index_hits(store, &from, Some(&to))?;
+    // Chunks whose latest time is at least `from_ms`, then those whose earliest is before `to_ms`.
+    let start = [&[POSTINGS, b't'][..], &from_ms.to_be_bytes()].concat();
+    let end = sammen_store::prefix_end(&[POSTINGS, b't']);
+    // The index is not evidence: a damaged entry must not make us list more leaves than there are.
+    let leaf_end = store
+        .last(trees::LEAVES)?
+        .and_then(|(k, _)| decode_u64(&k))
+        .map_or(0, |i| i + 1);
+    for (k, v) in store.range(trees::INDEX, &start, end.as_deref(), usize::MAX)? {
+        // key: `~t` ‖ latest ‖ first; value: earliest ‖ end.
+        let (Some(first), Some(earliest), Some(stop)) = (
+            k.get(10..18).and_then(decode_u64),
+            v.get(..8).and_then(decode_u64),
+            v.get(8..16).and_then(decode_u64),
+        ) else {
+            continue;
+        };
+        if earliest < to_ms {
+            out.extend(first..stop.min(leaf_end));
+        }
+    }
+    out.extend(tail(store)?);
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Indices of the leaves after the stored tree (not yet in the index).
+fn tail<S: Store + ?Sized>(store: &S) -> Result<Vec<u64>, AuditError> {
+    let nodes_size = store
+        .get(trees::META, META_NODES_SIZE)?
+        .and_then(|v| decode_u64(&v))
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    let mut from = u64_key(nodes_size).to_vec();
+    loop {
+        let rows = store.range(trees::LEAVES, &from, None, 4096)?;
+        let Some((last, _)) = rows.last() else {
+            break;
+        };
+        from = last.clone();
+        from.push(0);
+        out.extend(rows.iter().filter_map(|(k, _)| decode_u64(k)));
+    }
+    Ok(out)
 }
 
 /// Proof document for `message_id` against the latest stored checkpoint.
@@ -598,11 +669,7 @@ pub fn search_store<S: Store + ?Sized>(
         Search::Gln(g) => prefix_hits(store, &index_prefix(b'g', g))?,
         Search::Sor(s) => prefix_hits(store, &index_prefix(b's', s))?,
         Search::Cpr { cpr, key } => prefix_hits(store, &index_prefix(b'p', &key.pseudonym(cpr)))?,
-        Search::TimeRange { from_ms, to_ms } => {
-            let from = [&b"t"[..], &from_ms.to_be_bytes()].concat();
-            let to = [&b"t"[..], &to_ms.to_be_bytes()].concat();
-            index_hits(store, &from, Some(&to))?
-        }
+        Search::TimeRange { from_ms, to_ms } => time_hits(store, *from_ms, *to_ms)?,
     };
     let pseudonym = match query {
         Search::Cpr { cpr, key } => Some(key.pseudonym(cpr)),

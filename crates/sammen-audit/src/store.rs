@@ -8,12 +8,22 @@
 //! | `audit_checkpoints` | seq (u64 BE) | signed checkpoint note text |
 //! | `audit_meta` | `nodes_size` | u64 BE: the tree size the stored nodes cover (= last checkpoint's) |
 //! | `audit_meta` | `key` ‖ seq (u64 BE) | 32-byte Ed25519 public key, seq 0 = genesis key |
-//! | `audit_index` | `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ index | (empty): message id, GLN, SOR, patient |
-//! | `audit_index` | `t` ‖ time_ms (u64 BE) ‖ index | (empty): time |
+//! | `audit_index` | `~` ‖ `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ first | indices (u64 BE each): message id, GLN, SOR, patient |
+//! | `audit_index` | `~t` ‖ latest time_ms (u64 BE) ‖ first | earliest time_ms ‖ end (u64 BE each): time |
+//! | `audit_index` | `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ index | (empty): the same, one key per leaf (older logs) |
+//! | `audit_index` | `t` ‖ time_ms (u64 BE) ‖ index | (empty): time, one key per leaf (older logs) |
 //!
 //! Nodes are written with each checkpoint, in the same batch as the checkpoint record, so every node of
 //! the tree at the last checkpoint is stored and proofs against it need `O(log n)` reads. Nodes completed
 //! since then live in memory and are recomputed from the leaves at open (at most one checkpoint interval).
+//!
+//! The search index is written the same way: the checkpoint batch carries one posting list per value for
+//! the leaves `[first, end)` it covers (`~` keys), so it covers exactly the leaves below `nodes_size`; the
+//! unsigned tail is searched by reading its leaves. A leaf's own batch carries only the leaf. Why: the
+//! index is a convenience, not evidence, and five keys per leaf in the accept batch (each a memtable
+//! insert in the committer) were most of the audit's cost on the accept path, while one list per value
+//! per checkpoint is a few keys. Logs written before this carry one key per leaf (no `~`); search reads
+//! both, so those data dirs keep working unchanged.
 //!
 //! ## Staging: no change without its leaf, no leaf without its change
 //! A caller adds the leaf's puts to the very [`Batch`] that carries its state change
@@ -95,17 +105,11 @@ pub(crate) fn index_prefix(tag: u8, value: &str) -> Vec<u8> {
     k
 }
 
-/// Every index key of a leaf.
-pub(crate) fn index_keys(leaf: &Leaf, index: u64) -> Vec<Vec<u8>> {
-    let mut keys = index_key_prefixes(leaf);
-    for k in &mut keys {
-        k.extend_from_slice(&index.to_be_bytes());
-    }
-    keys
-}
+/// First byte of the posting-list keys (`~` sorts after every per-leaf tag).
+pub(crate) const POSTINGS: u8 = b'~';
 
 /// The index keys of a leaf without the trailing leaf index (which is only known under the lock).
-fn index_key_prefixes(leaf: &Leaf) -> Vec<Vec<u8>> {
+pub(crate) fn index_key_prefixes(leaf: &Leaf) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = Vec::with_capacity(6);
     let mut add = |tag: u8, v: &str| {
         let k = index_prefix(tag, v);
@@ -141,6 +145,49 @@ struct Prepared {
     keys: Vec<Vec<u8>>,
 }
 
+/// The posting lists for `leaves` (index, key prefixes), in index order: one put per value, one for time.
+fn postings(leaves: &[(u64, Vec<Vec<u8>>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let (Some((first, _)), Some((last, _))) = (leaves.first(), leaves.last()) else {
+        return Vec::new();
+    };
+    let mut lists: BTreeMap<&[u8], Vec<u8>> = BTreeMap::new();
+    let (mut earliest, mut latest) = (u64::MAX, 0u64);
+    for (i, keys) in leaves {
+        for k in keys {
+            if k.first() == Some(&b't') {
+                let t = k.get(1..9).and_then(decode_u64).unwrap_or(0);
+                earliest = earliest.min(t);
+                latest = latest.max(t);
+            } else {
+                lists
+                    .entry(k.as_slice())
+                    .or_default()
+                    .extend_from_slice(&i.to_be_bytes());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(lists.len() + 1);
+    for (prefix, list) in lists {
+        out.push((
+            [&[POSTINGS][..], prefix, &first.to_be_bytes()].concat(),
+            list,
+        ));
+    }
+    if earliest <= latest {
+        let key = [
+            &[POSTINGS, b't'][..],
+            &latest.to_be_bytes(),
+            &first.to_be_bytes(),
+        ]
+        .concat();
+        out.push((
+            key,
+            [earliest.to_be_bytes(), (last + 1).to_be_bytes()].concat(),
+        ));
+    }
+    out
+}
+
 pub(crate) fn decode_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
@@ -168,8 +215,9 @@ pub struct AuditConfig {
 
 /// What became of a failed index.
 enum Resolved {
-    /// Fold this hash (the leaf landed after all, or a `lost-write` leaf now fills the index).
-    Take(Hash),
+    /// Fold this hash (the leaf landed after all, or a `lost-write` leaf now fills the index), indexed
+    /// under these key prefixes.
+    Take(Hash, Vec<Vec<u8>>),
     /// The filler could not be written either (e.g. disk still full): retry later.
     Retry,
     /// The index holds a different leaf: the log cannot continue.
@@ -188,11 +236,20 @@ struct State {
     edge: CompactRange,
     /// Perfect nodes completed since the last checkpoint's batch.
     mem: BTreeMap<(u8, u64), Hash>,
-    pending: BTreeMap<u64, (Hash, Settle)>,
+    pending: BTreeMap<u64, Staging>,
+    /// Folded leaves not yet in the search index (it is written with the next checkpoint).
+    unindexed: Vec<(u64, Vec<Vec<u8>>)>,
     last: Option<SignedCheckpoint>,
     next_seq: u64,
     keys: Vec<VerifyingKey>,
     poisoned: bool,
+}
+
+/// A staged leaf's hash, its fate so far and its search keys (without the index).
+struct Staging {
+    hash: Hash,
+    settle: Settle,
+    keys: Vec<Vec<u8>>,
 }
 
 /// A leaf handed an index and added to a batch, not yet known to be durable.
@@ -360,6 +417,7 @@ impl<S: Store> AuditLog<S> {
         let mut edge = CompactRange::from_parts(nodes_size, &parts)
             .ok_or_else(|| AuditError::Config("bad node decomposition".into()))?;
         let mut mem = BTreeMap::new();
+        let mut unindexed = Vec::new();
         let mut from = u64_key(nodes_size).to_vec();
         loop {
             let rows = store.range(trees::LEAVES, &from, None, 4096)?;
@@ -376,6 +434,10 @@ impl<S: Store> AuditLog<S> {
                 edge.push(leaf_hash(v), |l, i, h| {
                     mem.insert((l, i), *h);
                 });
+                // Index the unsigned tail again; a leaf that does not decode is verify's business.
+                if let Ok(leaf) = Leaf::decode(v) {
+                    unindexed.push((i, index_key_prefixes(&leaf)));
+                }
             }
         }
         let keys = read_key_chain(&store)?;
@@ -417,6 +479,7 @@ impl<S: Store> AuditLog<S> {
                 edge,
                 mem,
                 pending: BTreeMap::new(),
+                unindexed,
                 last: last.map(|(_, c)| c),
                 next_seq,
                 keys,
@@ -522,14 +585,14 @@ impl<S: Store> AuditLog<S> {
             return Err(AuditError::Poisoned);
         }
         let index = st.next;
-        let hash = p.hash;
-        for mut k in p.keys {
-            k.extend_from_slice(&index.to_be_bytes());
-            batch.put(trees::INDEX, k, Vec::new());
-        }
         batch.put(trees::LEAVES, u64_key(index).to_vec(), p.bytes);
         st.next += 1;
-        st.pending.insert(index, (hash, Settle::InFlight));
+        let staging = Staging {
+            hash: p.hash,
+            settle: Settle::InFlight,
+            keys: p.keys,
+        };
+        st.pending.insert(index, staging);
         Ok(Staged {
             index: LeafIndex(index),
         })
@@ -589,17 +652,19 @@ impl<S: Store> AuditLog<S> {
     fn settle_locked(&self, st: &mut State, staged: Vec<Staged>, how: Settle) {
         for s in staged {
             if let Some(p) = st.pending.get_mut(&s.index.0) {
-                p.1 = how;
+                p.settle = how;
             }
         }
         // Fold in index order as far as the prefix is settled.
-        while let Some(&(hash, settle)) = st.pending.get(&st.edge.size()) {
+        while let Some(p) = st.pending.get(&st.edge.size()) {
             let index = st.edge.size();
-            let h = match settle {
+            let (hash, settle) = (p.hash, p.settle);
+            let lost = match settle {
                 Settle::InFlight => break,
-                Settle::Done => hash,
+                Settle::Done => None,
                 Settle::Failed => match self.resolve_failed(index, hash) {
-                    Resolved::Take(h) => h,
+                    Resolved::Take(h, _) if h == hash => None,
+                    Resolved::Take(h, keys) => Some((h, keys)),
                     // Still failing (disk full): leave the hole, try again at the next settle.
                     Resolved::Retry => break,
                     Resolved::Poison => {
@@ -608,7 +673,11 @@ impl<S: Store> AuditLog<S> {
                     }
                 },
             };
-            st.pending.remove(&index);
+            let Some(p) = st.pending.remove(&index) else {
+                break;
+            };
+            let (h, keys) = lost.unwrap_or((p.hash, p.keys));
+            st.unindexed.push((index, keys));
             let State { edge, mem, .. } = st;
             edge.push(h, |l, i, h| {
                 mem.insert((l, i), *h);
@@ -619,7 +688,7 @@ impl<S: Store> AuditLog<S> {
     /// A failed index: take the leaf if it landed anyway, else fill it with a `lost-write` leaf.
     fn resolve_failed(&self, index: u64, hash: Hash) -> Resolved {
         match self.store.get(trees::LEAVES, &u64_key(index)) {
-            Ok(Some(bytes)) if leaf_hash(&bytes) == hash => Resolved::Take(hash),
+            Ok(Some(bytes)) if leaf_hash(&bytes) == hash => Resolved::Take(hash, Vec::new()),
             // Another leaf under our index: the store is not ours alone; stop.
             Ok(Some(_)) => Resolved::Poison,
             Err(_) => Resolved::Retry,
@@ -629,12 +698,9 @@ impl<S: Store> AuditLog<S> {
                 let bytes = leaf.encode();
                 let h = leaf_hash(&bytes);
                 let mut batch = Batch::new();
-                for k in index_keys(&leaf, index) {
-                    batch.put(trees::INDEX, k, Vec::new());
-                }
                 batch.put(trees::LEAVES, u64_key(index).to_vec(), bytes);
                 match self.store.commit(batch) {
-                    Ok(()) => Resolved::Take(h),
+                    Ok(()) => Resolved::Take(h, index_key_prefixes(&leaf)),
                     Err(_) => Resolved::Retry,
                 }
             }
@@ -675,7 +741,7 @@ impl<S: Store> AuditLog<S> {
 
     /// Caller holds `checkpointing`.
     fn checkpoint_locked(&self, now_ms: u64) -> Result<Option<SignedCheckpoint>, AuditError> {
-        let (cp, nodes, seq) = {
+        let (cp, nodes, seq, chunk) = {
             let mut st = lock(&self.state);
             // Fill a hole left by a failed batch first, if the store takes writes again.
             self.settle_locked(&mut st, Vec::new(), Settle::Done);
@@ -695,12 +761,18 @@ impl<S: Store> AuditLog<S> {
                 root: st.edge.root(),
                 time_ms: now_ms.max(floor),
             };
-            (cp, st.mem.clone(), st.next_seq)
+            // Every folded leaf lies below `size`: the chunk is exactly the leaves this checkpoint adds
+            // to the index. Taken out so the lists are built without the lock writers need.
+            let chunk = std::mem::take(&mut st.unindexed);
+            (cp, st.mem.clone(), st.next_seq, chunk)
         };
         let signed = cp.sign(&lock(&self.signer));
         let mut batch = Batch::new();
         for (&(l, i), h) in &nodes {
             batch.put(trees::NODES, node_key(l, i).to_vec(), h.to_vec());
+        }
+        for (k, v) in postings(&chunk) {
+            batch.put(trees::INDEX, k, v);
         }
         batch.put(
             trees::META,
@@ -712,7 +784,13 @@ impl<S: Store> AuditLog<S> {
             u64_key(seq).to_vec(),
             signed.text.clone().into_bytes(),
         );
-        self.store.commit(batch)?;
+        if let Err(e) = self.store.commit(batch) {
+            // Not indexed after all: back in front of what folded meanwhile, for the next checkpoint.
+            let mut st = lock(&self.state);
+            let later = std::mem::replace(&mut st.unindexed, chunk);
+            st.unindexed.extend(later);
+            return Err(e.into());
+        }
         {
             let mut st = lock(&self.state);
             for k in nodes.keys() {

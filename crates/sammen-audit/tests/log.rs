@@ -9,8 +9,8 @@ use sammen_audit::ops::{
 };
 use sammen_audit::store::trees;
 use sammen_audit::{
-    AuditConfig, AuditError, AuditLog, Event, Finding, LeafEvent, Outcome, PatientKey, Search,
-    SignedCheckpoint, SigningKey,
+    AuditConfig, AuditError, AuditLog, Event, Finding, Leaf, LeafEvent, Outcome, PatientKey,
+    Search, SignedCheckpoint, SigningKey,
 };
 use sammen_model::{AckCode, Family, Party, PatientId};
 use sammen_store::{Batch, FjallStore, SledStore, Store};
@@ -205,6 +205,91 @@ fn end_to_end_on_fjall_proofs_search_and_no_personal_data() {
     drop(store);
     assert_no_personal_data_in_files(d._tmp.path());
     assert!(!json.contains(CPR));
+}
+
+/// Replace the posting lists by the one-key-per-leaf index that logs written before them carry.
+fn to_per_leaf_index(store: &FjallStore) {
+    let mut b = Batch::new();
+    for (k, _) in store.range(trees::INDEX, &[], None, usize::MAX).unwrap() {
+        b.delete(trees::INDEX, k);
+    }
+    for (k, v) in store.range(trees::LEAVES, &[], None, usize::MAX).unwrap() {
+        let leaf = Leaf::decode(&v).unwrap();
+        let mut put = |tag: u8, val: &[u8]| {
+            let len = (val.len() as u16).to_be_bytes();
+            b.put(
+                trees::INDEX,
+                [&[tag][..], &len, val, &k].concat(),
+                Vec::new(),
+            );
+        };
+        if let Some(m) = &leaf.message_id {
+            put(b'm', m.as_bytes());
+        }
+        for p in [&leaf.sender, &leaf.receiver].into_iter().flatten() {
+            if let Some(g) = &p.gln {
+                put(b'g', g.as_bytes());
+            }
+        }
+        if let Some(p) = &leaf.patient {
+            put(b'p', p.as_bytes());
+        }
+        b.put(
+            trees::INDEX,
+            [&b"t"[..], &leaf.time_ms.to_be_bytes(), &k].concat(),
+            Vec::new(),
+        );
+    }
+    store.commit(b).unwrap();
+}
+
+fn hits<S: Store>(store: &S, q: &Search) -> usize {
+    search_store(store, q).unwrap().len()
+}
+
+#[test]
+fn search_reads_posting_lists_per_leaf_keys_of_older_logs_and_the_unindexed_tail() {
+    let d = dirs();
+    fresh_fjall(&d, 4);
+    to_per_leaf_index(&reopen(&d));
+    let cpr = || Search::Cpr {
+        cpr: CPR.into(),
+        key: config(&d.export).patient_key,
+    };
+    let range = |from: u64| Search::TimeRange {
+        from_ms: 1_700_000_000_000 + from * 1000,
+        to_ms: 1_700_000_000_000 + (from + 1) * 1000,
+    };
+    let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+    // A message after the last checkpoint: in no index yet.
+    log.submit(Batch::new(), vec![event(7, Event::Accepted)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    for indexed in [false, true] {
+        let s = log.store();
+        let lists = s.scan_prefix(trees::INDEX, b"~", usize::MAX).unwrap();
+        assert_eq!(!lists.is_empty(), indexed);
+        assert_eq!(hits(s, &Search::MessageId(msg_id(2))), 3);
+        assert_eq!(hits(s, &Search::MessageId(msg_id(7))), 1);
+        assert_eq!(hits(s, &Search::MessageId(msg_id(8))), 0);
+        assert_eq!(hits(s, &Search::Gln(RECEIVER.into())), 13);
+        assert_eq!(hits(s, &Search::Gln("5790000000000".into())), 0);
+        assert_eq!(hits(s, &cpr()), 13);
+        assert_eq!(hits(s, &range(2)), 3);
+        assert_eq!(hits(s, &range(7)), 1);
+        assert_eq!(hits(s, &range(5)), 0);
+        let proof = prove_store(s, &msg_id(7)).unwrap();
+        assert_eq!(proof.entries.len(), usize::from(indexed));
+        // The checkpoint writes the tail's posting lists.
+        log.checkpoint_at(1_800_000_000_001).unwrap();
+    }
+    verify_store(log.store(), &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+    drop(log);
+    // Reopened: the same answers.
+    let s = reopen(&d);
+    assert_eq!(hits(&s, &Search::MessageId(msg_id(7))), 1);
+    assert_eq!(hits(&s, &Search::Gln(RECEIVER.into())), 13);
 }
 
 fn assert_no_personal_data_in_files(root: &Path) {

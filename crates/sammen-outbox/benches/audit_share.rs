@@ -4,7 +4,8 @@
 //!
 //! `CARGO_TARGET_DIR=/work/target-audit2 cargo bench -p sammen-outbox --bench audit_share`
 //! Env: `ROUNDS` (default 12), `PER_WRITER` (accepts per writer per round, default 150),
-//! `BACKEND` (`fjall` default, or `sled`).
+//! `BACKEND` (`fjall` default, or `sled`), `ONLY` (`plain` or `audited`: run that side alone, for an
+//! instruction count of each under `valgrind --tool=callgrind`; the share printed is then meaningless).
 
 // A benchmark harness: a failed setup or accept should abort the run loudly.
 #![allow(clippy::unwrap_used)]
@@ -142,18 +143,25 @@ fn main() {
             }
         })
     };
+    // `ONLY`: the other side runs no accepts at all.
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let (per_plain, per_audit) = match only.as_str() {
+        "plain" => (per, 0),
+        "audited" => (0, per),
+        _ => (per, per),
+    };
     // Warm-up, then alternate which goes first so neither always follows the other.
-    round(&plain, per / 4);
-    round(&audited, per / 4);
+    round(&plain, per_plain / 4);
+    round(&audited, per_audit / 4);
     let (mut t_plain, mut t_audit) = (Duration::ZERO, Duration::ZERO);
     let mut shares = Vec::new();
     for r in 0..rounds {
         let (a, b) = if r % 2 == 0 {
-            let a = round(&plain, per);
-            (a, round(&audited, per))
+            let a = round(&plain, per_plain);
+            (a, round(&audited, per_audit))
         } else {
-            let b = round(&audited, per);
-            (round(&plain, per), b)
+            let b = round(&audited, per_audit);
+            (round(&plain, per_plain), b)
         };
         t_plain += a;
         t_audit += b;
