@@ -46,7 +46,11 @@ async fn a_silent_broker_leaves_no_io_loop_thread_behind() {
         );
     }
     let held: Vec<_> = held_rx.try_iter().collect();
-    assert_eq!(held.len(), attempts, "every attempt reached the silent broker");
+    assert_eq!(
+        held.len(),
+        attempts,
+        "every attempt reached the silent broker"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while io_loop_threads() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -374,6 +374,9 @@ mod tests {
         );
         assert_ne!(a, derived_uuid("sammen-auto-ack", "m1", 1));
         assert_eq!(&a[14..15], "4", "version 4");
-        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "RFC 4122 variant");
+        assert!(
+            matches!(&a[19..20], "8" | "9" | "a" | "b"),
+            "RFC 4122 variant"
+        );
     }
 }

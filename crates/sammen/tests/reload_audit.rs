@@ -74,7 +74,7 @@ fn sighup_reload_is_an_audit_leaf() {
 
     let srv = serve(&data);
     let pid = srv.0.id().to_string();
-    // The SIGHUP handler is installed by the reload task right after start-up.
+    // A SIGHUP before the reload task watches is ignored (not fatal, see the test below); wait for it.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
@@ -101,5 +101,39 @@ fn sighup_reload_is_an_audit_leaf() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Signals that arrive right after the listening line, while the tasks that watch them are still
+/// starting: SIGHUP must not end the broker (its default action would) and SIGTERM must still drain
+/// gracefully (exit 0, not killed by the signal).
+#[test]
+fn signals_right_after_listening_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = serve(&dir.path().join("hup"));
+    let pid = srv.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        srv.0.try_wait().unwrap().is_none(),
+        "a SIGHUP right after start-up ended sammen serve"
+    );
+    drop(srv);
+
+    let mut srv = serve(&dir.path().join("term"));
+    let pid = srv.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = srv.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "a SIGTERM right after start-up must drain and exit 0, got {status:?}"
     );
 }
