@@ -99,16 +99,15 @@ impl AmqpReceiptSink {
 
     async fn connect(&self) -> Result<Link, SubscriberError> {
         let t = self.timeout;
-        let conn = timed(
-            "connect",
+        // sammen_bus::amqp_connect: a timed-out handshake leaves no lapin thread or socket behind.
+        let conn = sammen_bus::amqp_connect(
+            &self.url,
+            ConnectionProperties::default()
+                .with_connection_name(LongString::from("sammen-subscriber-receipts")),
             t,
-            Connection::connect(
-                &self.url,
-                ConnectionProperties::default()
-                    .with_connection_name(LongString::from("sammen-subscriber-receipts")),
-            ),
         )
-        .await?;
+        .await
+        .map_err(|e| amqp("connect", e))?;
         let channel = timed("channel.open", t, conn.create_channel()).await?;
         let mut args = FieldTable::default();
         for (k, v) in receipts_queue_arguments() {

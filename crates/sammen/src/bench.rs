@@ -800,7 +800,12 @@ const SPAWNED_NODE: &str = "bench";
 async fn cleanup_namespace(url: &str, ns: &str, glns: &[String]) {
     use lapin::options::QueueDeleteOptions;
     let topo = Topology::namespaced(ns);
-    let Ok(conn) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+    let Ok(conn) = sammen_bus::amqp_connect(
+        url,
+        lapin::ConnectionProperties::default(),
+        Duration::from_secs(10),
+    )
+    .await
     else {
         return;
     };
