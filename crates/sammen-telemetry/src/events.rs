@@ -325,6 +325,31 @@ impl InternalEvent for ReceiptUnmatched<'_> {
     }
 }
 
+/// A snapshot of the HTTPS listener's cumulative handshake counts (`sammen_ingress::TlsStats`), taken
+/// periodically; the counters follow them (a count that went down, i.e. a new listener, adds nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsSampled {
+    /// Handshakes completed.
+    pub handshakes_ok: u64,
+    /// Handshakes failed or timed out.
+    pub handshakes_refused: u64,
+    /// Certificate refusals kept out of the audit log by its rate limit.
+    pub refusals_suppressed: u64,
+}
+
+impl InternalEvent for TlsSampled {
+    fn emit(&self, t: &Telemetry) {
+        let m = &t.metrics;
+        for (c, now) in [
+            (&m.tls_handshakes_ok, self.handshakes_ok),
+            (&m.tls_handshakes_refused, self.handshakes_refused),
+            (&m.tls_refusals_suppressed, self.refusals_suppressed),
+        ] {
+            c.inc_by(now.saturating_sub(c.get()));
+        }
+    }
+}
+
 /// Why a message was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadReason {

@@ -74,6 +74,9 @@ pub struct Metrics {
     pub(crate) cert_expiry_days: GaugeVec,
     pub(crate) log_tripwire: IntCounter,
     pub(crate) receipts_unmatched: IntCounter,
+    pub(crate) tls_handshakes_ok: IntCounter,
+    pub(crate) tls_handshakes_refused: IntCounter,
+    pub(crate) tls_refusals_suppressed: IntCounter,
     /// (metric name, label domains) for the series bound.
     shapes: Vec<(&'static str, Vec<Domain>)>,
     histograms: Vec<&'static str>,
@@ -315,6 +318,32 @@ impl Metrics {
                     "sammen_receipts_unmatched_total",
                     "Delivery receipts dropped because this node holds no matching message (several nodes: \
                      a receipt on the shared queue that no node took in time; should stay 0).",
+                )?,
+            )?,
+            tls_handshakes_ok: b.reg(
+                "sammen_tls_handshakes_ok_total",
+                &[],
+                IntCounter::new(
+                    "sammen_tls_handshakes_ok_total",
+                    "TLS handshakes on the HTTPS listener that completed (client certificate accepted).",
+                )?,
+            )?,
+            tls_handshakes_refused: b.reg(
+                "sammen_tls_handshakes_refused_total",
+                &[],
+                IntCounter::new(
+                    "sammen_tls_handshakes_refused_total",
+                    "TLS handshakes on the HTTPS listener that failed or timed out (refused certificates \
+                     included; each refused certificate is also an audit leaf, rate-limited).",
+                )?,
+            )?,
+            tls_refusals_suppressed: b.reg(
+                "sammen_tls_certificate_refusals_suppressed_total",
+                &[],
+                IntCounter::new(
+                    "sammen_tls_certificate_refusals_suppressed_total",
+                    "Certificate refusals the audit rate limit kept out of the log (counted in the next leaf \
+                     of the same certificate and reason).",
                 )?,
             )?,
             registry: b.registry,

@@ -173,6 +173,7 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
             receivers: glns,
             audit: audit_log.clone(),
             identity: front.identity(),
+            tls: front.tls_stats(),
         },
         SAMPLE_EVERY,
         stop.child_token(),

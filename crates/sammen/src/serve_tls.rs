@@ -181,6 +181,11 @@ impl Front {
         }
     }
 
+    /// The HTTPS listener's handshake counts, when HTTPS is on (for the telemetry sampler).
+    pub fn tls_stats(&self) -> Option<Arc<sammen_ingress::tls::TlsStats>> {
+        self.tls.as_ref().map(|t| t.cfg.stats.clone())
+    }
+
     /// The identity layer, when HTTPS is on (certificate expiry for the telemetry sampler).
     pub fn identity(&self) -> Option<Arc<TlsIdentity>> {
         self.tls.as_ref().map(|t| t.identity.clone())

@@ -173,6 +173,8 @@ pub struct Sampled {
     pub audit: Option<SharedLog>,
     /// The TLS identity layer, when HTTPS is on (certificate expiry).
     pub identity: Option<Arc<TlsIdentity>>,
+    /// The HTTPS listener's handshake counts, when HTTPS is on.
+    pub tls: Option<Arc<sammen_ingress::tls::TlsStats>>,
 }
 
 /// Inbox depths on RabbitMQ: `queue.declare(passive)` answers the ready count without touching the queue.
@@ -312,6 +314,14 @@ pub async fn sample(t: &Telemetry, s: &mut Sampled) {
     }
     if let Some(id) = &s.identity {
         observe_certificates(t, id, now);
+    }
+    if let Some(tls) = &s.tls {
+        use std::sync::atomic::Ordering::Relaxed;
+        t.emit(sammen_telemetry::events::TlsSampled {
+            handshakes_ok: tls.handshakes_ok.load(Relaxed),
+            handshakes_refused: tls.handshakes_refused.load(Relaxed),
+            refusals_suppressed: tls.certificate_refusals_suppressed.load(Relaxed),
+        });
     }
 }
 
