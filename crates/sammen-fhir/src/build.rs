@@ -12,7 +12,7 @@
 use sammen_model::AckCode;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// An organisation as an acknowledgement names it: GLN and SOR code (the SOR code is the endpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,23 +69,10 @@ fn plain(s: &str, what: &'static str) -> Result<(), BuildError> {
 
 /// `YYYY-MM-DDThh:mm:ssZ` (UTC) for `t`.
 pub fn instant(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), in unsigned arithmetic.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
+    let f = sammen_model::time::utc_fields(t);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        f.year, f.month, f.day, f.hour, f.minute, f.second
     )
 }
 
@@ -351,7 +338,7 @@ pub fn acknowledgement(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn instants() {

@@ -16,6 +16,7 @@
 pub mod family;
 pub mod ident;
 pub mod report;
+pub mod time;
 
 pub use family::Family;
 pub use report::{

@@ -8,7 +8,7 @@
 
 use sammen_model::ident;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The XCTL03 letter's version code.
 pub const XCTL03_VERSION_CODE: &str = "XC0330Q";
@@ -78,21 +78,10 @@ fn ean(s: &str, what: &'static str) -> Result<(), BuildError> {
 
 /// `(YYYY-MM-DD, HH:MM)` in UTC.
 fn date_time(t: SystemTime) -> (String, String) {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), in unsigned arithmetic.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
+    let f = sammen_model::time::utc_fields(t);
     (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}:{:02}", rem / 3600, rem / 60 % 60),
+        format!("{:04}-{:02}-{:02}", f.year, f.month, f.day),
+        format!("{:02}:{:02}", f.hour, f.minute),
     )
 }
 
@@ -219,7 +208,7 @@ mod tests {
 
     #[test]
     fn sent_date_and_time_are_utc() {
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         assert_eq!(date_time(t), ("2023-11-14".into(), "22:13".into()));
     }
 }
