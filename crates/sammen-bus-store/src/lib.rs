@@ -14,8 +14,9 @@
 //!   back; a failed call leaves the bus's previous durable state intact.
 //! - Each call is one atomic batch: a message's record and its queue's declaration are written together,
 //!   `remove` deletes the record and its delivery count together.
-//! - [`load`](EmbeddedQueueStore::load) returns every declared queue with its messages in `seq` order and
-//!   refuses (errors) on a record it cannot decode rather than silently dropping a message.
+//! - [`read`](EmbeddedQueueStore::read) returns a queue's messages in `seq` order and refuses (errors) on a
+//!   record it cannot decode rather than silently dropping a message; [`queues`](EmbeddedQueueStore::queues)
+//!   counts them. Both page through the store, so memory does not grow with a queue's backlog.
 //! - Only the trees in [`TREES`] are touched, so the same [`Store`] may also hold the outbox's trees (then
 //!   outbox accepts and bus appends share syncs).
 //!
@@ -41,7 +42,7 @@
 
 mod codec;
 
-use sammen_bus::embedded::StoredQueues;
+use sammen_bus::embedded::QueueSummary;
 use sammen_bus::{EmbeddedQueueStore, StoredMessage};
 use sammen_store::{Batch, FjallStore, SledStore, Store};
 use std::path::Path;
@@ -185,9 +186,9 @@ impl EmbeddedQueueStore for StoreQueueStore {
         self.commit("remove", b)
     }
 
-    fn load(&self) -> Result<StoredQueues, sammen_bus::StoreError> {
-        let err = |e: &dyn std::fmt::Display| bus_err("load", e);
-        let mut out = StoredQueues::new();
+    fn queues(&self) -> Result<Vec<QueueSummary>, sammen_bus::StoreError> {
+        let err = |e: &dyn std::fmt::Display| bus_err("queues", e);
+        let mut out = Vec::new();
         for (name, _) in self
             .store
             .range(TREE_QUEUES, b"", None, usize::MAX)
@@ -195,30 +196,82 @@ impl EmbeddedQueueStore for StoreQueueStore {
         {
             let name = String::from_utf8(name).map_err(|e| err(&e))?;
             let prefix = codec::queue_prefix(&name).map_err(|e| err(&e))?;
-            let counts = self
-                .store
-                .scan_prefix(TREE_COUNTS, &prefix, usize::MAX)
-                .map_err(|e| err(&e))?
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>();
-            let mut msgs = Vec::new();
-            for (key, value) in self
-                .store
-                .scan_prefix(TREE_MESSAGES, &prefix, usize::MAX)
-                .map_err(|e| err(&e))?
-            {
-                let seq = codec::seq_of(&key, prefix.len()).map_err(|e| err(&e))?;
-                let mut m = codec::decode(seq, &value).map_err(|e| err(&e))?;
-                if let Some(c) = counts.get(&key) {
-                    m.delivery_count = codec::count(c).map_err(|e| err(&e))?;
-                }
-                msgs.push(m);
+            let end = sammen_store::prefix_end(&prefix);
+            // Keys only, page by page: a backlog's messages are never held to count them.
+            let (mut messages, mut next_seq) = (0u64, 0u64);
+            let mut from = prefix.clone();
+            loop {
+                let page = self
+                    .store
+                    .keys(TREE_MESSAGES, &from, end.as_deref(), COUNT_PAGE)
+                    .map_err(|e| err(&e))?;
+                let Some(last) = page.last() else { break };
+                next_seq = codec::seq_of(last, prefix.len()).map_err(|e| err(&e))? + 1;
+                messages += page.len() as u64;
+                from = last.clone();
+                from.push(0);
             }
-            out.insert(name, msgs);
+            out.push(QueueSummary {
+                name,
+                messages,
+                next_seq,
+            });
+        }
+        Ok(out)
+    }
+
+    fn read(
+        &self,
+        queue: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredMessage>, sammen_bus::StoreError> {
+        let err = |e: &dyn std::fmt::Display| bus_err("read", e);
+        let prefix = codec::queue_prefix(queue).map_err(|e| err(&e))?;
+        let end = sammen_store::prefix_end(&prefix);
+        let mut key = codec::message_key(queue, from).map_err(|e| err(&e))?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        // Small pages: a page's values are all in memory at once, and messages may be 10 MiB each.
+        while out.len() < limit {
+            let page = self
+                .store
+                .range(
+                    TREE_MESSAGES,
+                    &key,
+                    end.as_deref(),
+                    READ_PAGE.min(limit - out.len()),
+                )
+                .map_err(|e| err(&e))?;
+            let Some((last, _)) = page.last() else { break };
+            let next_key = {
+                let mut k = last.clone();
+                k.push(0);
+                k
+            };
+            for (k, value) in page {
+                let seq = codec::seq_of(&k, prefix.len()).map_err(|e| err(&e))?;
+                let mut m = codec::decode(seq, &value).map_err(|e| err(&e))?;
+                if let Some(c) = self.store.get(TREE_COUNTS, &k).map_err(|e| err(&e))? {
+                    m.delivery_count = codec::count(&c).map_err(|e| err(&e))?;
+                }
+                bytes = bytes.saturating_add(m.size());
+                if !out.is_empty() && bytes > max_bytes {
+                    return Ok(out);
+                }
+                out.push(m);
+            }
+            key = next_key;
         }
         Ok(out)
     }
 }
+
+/// Keys per page when counting a queue at open.
+const COUNT_PAGE: usize = 4096;
+/// Messages per page when reading a queue back.
+const READ_PAGE: usize = 8;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sammen_bus::contract::{self, msg, next, random_gln, unique_ns, Harness};
-use sammen_bus::{Bus, EmbeddedBus, EmbeddedQueueStore, Source, Topology};
+use sammen_bus::{Bus, EmbeddedBus, EmbeddedQueueStore, Source, Topology, Window};
 use sammen_bus_store::{Backend, StoreQueueStore};
 use std::io::{BufRead, BufReader, Write};
 use std::ops::Deref;
@@ -36,16 +36,36 @@ impl Harness for Durable {
 }
 
 fn open_bus(path: &std::path::Path, backend: Backend, topo: Topology) -> EmbeddedBus {
+    open_bus_with(path, backend, topo, Window::default())
+}
+
+fn open_bus_with(
+    path: &std::path::Path,
+    backend: Backend,
+    topo: Topology,
+    window: Window,
+) -> EmbeddedBus {
     let store = StoreQueueStore::open(path, backend).unwrap();
-    EmbeddedBus::open(topo, Arc::new(store)).unwrap()
+    EmbeddedBus::open_with_window(topo, Arc::new(store), window).unwrap()
 }
 
 /// Reopen once the previous bus's tasks have dropped the store (the engine holds a file lock until then).
 async fn reopen(path: &std::path::Path, backend: Backend, topo: Topology) -> EmbeddedBus {
+    reopen_with(path, backend, topo, Window::default()).await
+}
+
+async fn reopen_with(
+    path: &std::path::Path,
+    backend: Backend,
+    topo: Topology,
+    window: Window,
+) -> EmbeddedBus {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match StoreQueueStore::open(path, backend) {
-            Ok(store) => return EmbeddedBus::open(topo, Arc::new(store)).unwrap(),
+            Ok(store) => {
+                return EmbeddedBus::open_with_window(topo, Arc::new(store), window).unwrap()
+            }
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -56,13 +76,31 @@ async fn reopen(path: &std::path::Path, backend: Backend, topo: Topology) -> Emb
 }
 
 async fn durable(backend: Backend, delivery_limit: u32) -> Durable {
+    durable_with(backend, delivery_limit, Window::default()).await
+}
+
+async fn durable_with(backend: Backend, delivery_limit: u32, window: Window) -> Durable {
     let dir = tempfile::tempdir().unwrap();
     let mut topo = Topology::namespaced(&unique_ns());
     topo.delivery_limit = delivery_limit;
     Durable {
-        bus: Box::new(open_bus(dir.path(), backend, topo)),
+        bus: Box::new(open_bus_with(dir.path(), backend, topo, window)),
         _dir: dir,
     }
+}
+
+/// Two ready messages per queue in memory: the scenarios then read most messages back from the store.
+const SMALL: Window = Window {
+    messages: 2,
+    bytes: 1 << 20,
+};
+
+async fn sled_small_window(limit: u32) -> Durable {
+    durable_with(Backend::Sled, limit, SMALL).await
+}
+
+async fn fjall_small_window(limit: u32) -> Durable {
+    durable_with(Backend::Fjall, limit, SMALL).await
 }
 
 async fn sled(limit: u32) -> Durable {
@@ -75,6 +113,8 @@ async fn fjall(limit: u32) -> Durable {
 
 sammen_bus::contract_suite!(on_sled, sled);
 sammen_bus::contract_suite!(on_fjall, fjall);
+sammen_bus::contract_suite!(on_sled_small_window, sled_small_window);
+sammen_bus::contract_suite!(on_fjall_small_window, fjall_small_window);
 
 /// Queued and unsettled messages, delivery counts and declared receivers survive closing and reopening.
 async fn survives_reopen(backend: Backend) {
@@ -136,6 +176,64 @@ async fn survives_reopen_sled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_reopen_fjall() {
     survives_reopen(Backend::Fjall).await;
+}
+
+/// A backlog of 4 KiB messages stays on disk: memory holds the window's bytes, the count survives a
+/// reopen without reading the messages, and they drain complete and in order.
+async fn backlog_stays_on_disk(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology::namespaced("backlog");
+    let window = Window {
+        messages: 1_000,
+        bytes: 64 << 10,
+    };
+    let a = random_gln();
+    let src = Source::Inbox(a.clone());
+    let big = |i: usize| {
+        let mut m = msg(&a, i);
+        m.body = vec![b'x'; 4096].into();
+        m
+    };
+    let n = 1_500;
+    {
+        let bus = open_bus_with(dir.path(), backend, topo.clone(), window);
+        bus.ensure_receiver(&a).await.unwrap();
+        for i in 0..n {
+            assert!(bus.publish_confirmed(&big(i)).await.unwrap().is_confirmed());
+        }
+        let (held, bytes) = bus.resident(&src).unwrap();
+        assert!(
+            bytes <= 64 << 10,
+            "{held} messages, {bytes} bytes in memory"
+        );
+        bus.close().await;
+    }
+    let bus = Arc::new(reopen_with(dir.path(), backend, topo, window).await);
+    assert_eq!(bus.depth(&src), Some((n, 0)));
+    assert_eq!(bus.resident(&src), Some((0, 0)));
+    let mut sub = bus.subscribe(src.clone(), 4).await.unwrap();
+    for want in 0..n {
+        let d = next(&mut sub).await;
+        assert_eq!(contract::index_of(&d), want);
+        assert_eq!(d.message, big(want), "bytes changed");
+        d.ack().await.unwrap();
+        let (_, bytes) = bus.resident(&src).unwrap();
+        assert!(
+            bytes <= (64 << 10) + 4 * 4200,
+            "{bytes} bytes in memory at {want}"
+        );
+    }
+    assert_eq!(bus.depth(&src), Some((0, 0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_stays_on_disk_sled() {
+    backlog_stays_on_disk(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_stays_on_disk_fjall() {
+    backlog_stays_on_disk(Backend::Fjall).await;
 }
 
 const CHILD_ENV: &str = "SAMMEN_BUS_STORE_CRASH_CHILD";

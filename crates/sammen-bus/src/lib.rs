@@ -49,7 +49,7 @@ pub use bus::{
     wait_connected, Bus, BusStatus, Delivery, LinkState, PendingConfirm, PublishOutcome, Source,
     Subscription,
 };
-pub use embedded::{EmbeddedBus, EmbeddedQueueStore, MemoryQueueStore, StoredMessage};
+pub use embedded::{EmbeddedBus, EmbeddedQueueStore, MemoryQueueStore, StoredMessage, Window};
 pub use error::{BusError, InvalidMessage, StoreError};
 pub use message::BusMessage;
 pub use topology::Topology;

@@ -1,13 +1,20 @@
 //! fjall 3: one cross-keyspace `WriteBatch` per group, then `persist(SyncAll)`.
+//!
+//! Reads go through a snapshot. `Keyspace::get`/`range` read at `SeqNo::MAX` and so see a batch while
+//! it is being applied, memtable by memtable: a reader could find a message's queue key but not yet its
+//! state (the relay then skipped the row for good). A snapshot reads at the last *published* batch.
 
 use std::path::Path;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use crate::group::Backend;
 use crate::{KeyValue, MergedGroup, StoreError};
 
 const NAME: &str = "fjall";
+
+/// Memtable size per keyspace (bytes) before it is sealed and flushed to disk.
+pub const MEMTABLE: u64 = 8 << 20;
 
 fn err(e: &fjall::Error) -> StoreError {
     StoreError::from_engine(NAME, e)
@@ -25,6 +32,16 @@ fn pair(g: fjall::Guard) -> Result<KeyValue, StoreError> {
         .map_err(|e| err(&e))
 }
 
+impl FjallBackend {
+    fn iter(&self, tree: usize, from: &[u8], to: Option<&[u8]>) -> fjall::Iter {
+        let (snap, ks) = (self.db.snapshot(), &self.keyspaces[tree]);
+        match to {
+            Some(to) => snap.range(ks, from..to),
+            None => snap.range(ks, from..),
+        }
+    }
+}
+
 impl Backend for FjallBackend {
     const NAME: &'static str = NAME;
 
@@ -34,17 +51,25 @@ impl Backend for FjallBackend {
             .manual_journal_persist(true)
             .open()
             .map_err(|e| err(&e))?;
+        // fjall keeps up to one active and four sealed memtables per keyspace (64 MiB each by default)
+        // and does not enforce a total: with payloads in two keyspaces a backlog grew the broker to
+        // ~700 MiB. Smaller memtables bound that to 5 × MEMTABLE per keyspace.
         let keyspaces = trees
             .iter()
-            .map(|t| db.keyspace(t, KeyspaceCreateOptions::default))
+            .map(|t| {
+                db.keyspace(t, || {
+                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE)
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| err(&e))?;
         Ok(FjallBackend { db, keyspaces })
     }
 
     fn get(&self, tree: usize, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.keyspaces[tree]
-            .get(key)
+        self.db
+            .snapshot()
+            .get(&self.keyspaces[tree], key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(|e| err(&e))
     }
@@ -56,16 +81,28 @@ impl Backend for FjallBackend {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        let ks = &self.keyspaces[tree];
-        let iter = match to {
-            Some(to) => ks.range(from..to),
-            None => ks.range(from..),
-        };
-        iter.take(limit).map(pair).collect()
+        self.iter(tree, from, to).take(limit).map(pair).collect()
+    }
+
+    fn keys(
+        &self,
+        tree: usize,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.iter(tree, from, to)
+            .take(limit)
+            .map(|g| g.key().map(|k| k.to_vec()).map_err(|e| err(&e)))
+            .collect()
     }
 
     fn last(&self, tree: usize) -> Result<Option<KeyValue>, StoreError> {
-        self.keyspaces[tree].last_key_value().map(pair).transpose()
+        self.db
+            .snapshot()
+            .last_key_value(&self.keyspaces[tree])
+            .map(pair)
+            .transpose()
     }
 
     fn write(&self, group: &MergedGroup) -> Result<(), StoreError> {

@@ -31,6 +31,14 @@ pub trait Backend: Send + Sync + Sized + 'static {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError>;
+    /// Ordered range read of keys only.
+    fn keys(
+        &self,
+        tree: usize,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Greatest key.
     fn last(&self, tree: usize) -> Result<Option<KeyValue>, StoreError>;
     /// Apply a merged group as one atomic write (visible, not yet durable).
@@ -266,6 +274,20 @@ impl<B: Backend> Store for GroupStore<B> {
             return Ok(Vec::new());
         }
         self.shared.engine()?.range(t, from, to, limit)
+    }
+
+    fn keys(
+        &self,
+        tree: &str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let t = self.shared.tree(tree)?;
+        if limit == 0 || to.is_some_and(|to| to <= from) {
+            return Ok(Vec::new());
+        }
+        self.shared.engine()?.keys(t, from, to, limit)
     }
 
     fn last(&self, tree: &str) -> Result<Option<KeyValue>, StoreError> {

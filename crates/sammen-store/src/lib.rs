@@ -7,7 +7,7 @@
 //!
 //! ## The trait
 //! A store is a fixed set of named *trees* (sled trees / fjall keyspaces), declared when it is opened.
-//! Reads are `get`, `range`, `scan_prefix` and `last`. Writes are only ever a [`Batch`] of puts and deletes
+//! Reads are `get`, `range`, `keys`, `scan_prefix` and `last`. Writes are only ever a [`Batch`] of puts and deletes
 //! across trees, committed atomically: after [`Store::commit`] (or [`Ticket::wait`]) returns `Ok`, the whole
 //! batch is on stable storage; after it returns `Err`, the caller must assume it is not (it may still appear
 //! after a restart — callers write idempotent batches).
@@ -40,7 +40,8 @@
 //! back the store works again without a restart.
 //!
 //! ## Invariants
-//! - Only the committer thread writes to the engine; readers never see half of a batch.
+//! - Only the committer thread writes to the engine; readers never see half of a group, not even across
+//!   trees (fjall reads through a snapshot for this; tested by `*_readers_never_see_half_a_group`).
 //! - A writer is answered only after the sync that covers its batch has returned.
 //! - Data written by a group becomes visible to readers just before its sync: a reader may observe a batch
 //!   whose writer is still waiting (and which a crash at that instant would lose). Callers must not tell
@@ -224,6 +225,22 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError>;
 
+    /// Up to `limit` keys with `from <= key < to`, in key order, without their values (counting a
+    /// backlog of large values must not hold them; the engines' stores override this default).
+    fn keys(
+        &self,
+        tree: &str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .range(tree, from, to, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
     /// The pair with the greatest key in `tree`.
     fn last(&self, tree: &str) -> Result<Option<KeyValue>, StoreError>;
 
@@ -266,6 +283,15 @@ macro_rules! forward_store {
             ) -> Result<Vec<KeyValue>, StoreError> {
                 (**self).range(tree, from, to, limit)
             }
+            fn keys(
+                &self,
+                tree: &str,
+                from: &[u8],
+                to: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<Vec<u8>>, StoreError> {
+                (**self).keys(tree, from, to, limit)
+            }
             fn last(&self, tree: &str) -> Result<Option<KeyValue>, StoreError> {
                 (**self).last(tree)
             }
@@ -292,6 +318,15 @@ impl<T: Store + ?Sized> Store for Box<T> {
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
         (**self).range(tree, from, to, limit)
+    }
+    fn keys(
+        &self,
+        tree: &str,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        (**self).keys(tree, from, to, limit)
     }
     fn last(&self, tree: &str) -> Result<Option<KeyValue>, StoreError> {
         (**self).last(tree)

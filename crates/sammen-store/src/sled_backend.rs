@@ -149,6 +149,24 @@ impl Backend for SledBackend {
             .collect()
     }
 
+    fn keys(
+        &self,
+        tree: usize,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let t = &self.trees[tree];
+        let iter = match to {
+            Some(to) => t.range(from..to),
+            None => t.range(from..),
+        };
+        iter.keys()
+            .take(limit)
+            .map(|k| k.map(|k| k.to_vec()).map_err(|e| err(&e)))
+            .collect()
+    }
+
     fn last(&self, tree: usize) -> Result<Option<KeyValue>, StoreError> {
         self.trees[tree]
             .last()

@@ -137,3 +137,53 @@ fn sled_reopens_at_once_after_close() {
 fn fjall_reopens_at_once_after_close() {
     reopen_at_once(|p| FjallStore::open(p, TREES));
 }
+
+/// A reader racing the committer sees a group entirely or not at all, across trees: the relay reads a
+/// queue key in one tree and the message's state in another, and skipped the row for good when it saw the
+/// key without the state (a message accepted, then never published until a restart).
+fn readers_never_see_half_a_group<S: Store>(s: S) {
+    let s = Arc::new(s);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut seen, mut torn) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (k, _) in s.range("a", b"m", None, 1_000).unwrap() {
+                    seen += 1;
+                    // Written in the same batch as `k` in "a", after 2,000 other keys of "b".
+                    if s.get("b", &k).unwrap().is_none() {
+                        torn += 1;
+                    }
+                }
+            }
+            (seen, torn)
+        })
+    };
+    for i in 0..80u32 {
+        let mark = format!("m{i:05}").into_bytes();
+        let mut b = Batch::new();
+        b.put("a", mark.clone(), vec![1]);
+        for j in 0..2_000u32 {
+            b.put("b", format!("f{i:05}/{j:05}").into_bytes(), vec![0; 16]);
+        }
+        b.put("b", mark, vec![1]);
+        s.commit(b).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (seen, torn) = reader.join().unwrap();
+    assert!(seen > 0, "the reader never ran");
+    assert_eq!(torn, 0, "{torn} of {seen} reads saw half a group");
+}
+
+#[test]
+fn sled_readers_never_see_half_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    readers_never_see_half_a_group(SledStore::open(dir.path(), TREES).unwrap());
+}
+
+#[test]
+fn fjall_readers_never_see_half_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    readers_never_see_half_a_group(FjallStore::open(dir.path(), TREES).unwrap());
+}

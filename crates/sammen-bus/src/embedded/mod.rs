@@ -8,10 +8,22 @@
 //! - a message returned more than `delivery_limit` times, or nacked without requeue, moves to the
 //!   dead-letter queue (appended there before it is removed from the inbox: at-least-once);
 //! - deliveries unsettled when their subscription goes away are redelivered, flagged `redelivered`.
+//!
+//! ## Memory is bounded by configuration, not by backlog
+//! A receiver away for days must not make the broker's memory grow with its queue. Each queue keeps at
+//! most a [`Window`] of ready messages in memory (plus the unsettled ones, bounded by the subscribers'
+//! prefetch); everything else stays only in the store:
+//! - all ready messages with `seq < spill` are in memory; those with `seq >= spill` may be in the store
+//!   only (`spill = None`: every ready message is in memory);
+//! - a publish goes to memory only while nothing is spilled and the window has room, so memory and store
+//!   together keep `seq` order;
+//! - when the window runs empty, the next messages from `spill` on are read back from the store.
 
 mod store;
 
-pub use store::{EmbeddedQueueStore, MemoryQueueStore, StoredMessage, StoredQueues};
+pub use store::{
+    take_within, EmbeddedQueueStore, MemoryQueueStore, QueueSummary, StoredMessage, StoredQueues,
+};
 
 use crate::bus::{
     Bus, BusStatus, Delivery, PendingConfirm, PublishOutcome, Settle, Source, StatusCell,
@@ -36,12 +48,54 @@ struct Entry {
     redelivered: bool,
 }
 
+/// How much of each queue the embedded bus holds in memory; the rest waits in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Ready messages per queue in memory (at least 1).
+    pub messages: usize,
+    /// Bytes of ready messages per queue in memory (one message is always allowed, whatever its size).
+    pub bytes: usize,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            messages: 256,
+            bytes: 8 << 20,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
+    /// Ready messages in memory: every ready one with `seq < spill`.
     ready: BTreeMap<u64, Entry>,
+    /// Sum of `ready`'s message sizes.
+    ready_bytes: usize,
+    /// Ready messages from this seq on may be in the store only.
+    spill: Option<u64>,
+    /// Ready messages in memory and in the store only.
+    ready_total: usize,
     /// seq → (subscription, entry)
     unacked: HashMap<u64, (u64, Entry)>,
     notify: Arc<Notify>,
+}
+
+impl Queue {
+    /// Make `entry` ready in memory (it is below `spill`, or nothing is spilled).
+    fn put_ready(&mut self, entry: Entry) {
+        self.ready_bytes += entry.stored.size();
+        self.ready_total += 1;
+        self.ready.insert(entry.stored.seq, entry);
+    }
+
+    /// Take the first ready message in memory.
+    fn pop_ready(&mut self) -> Option<Entry> {
+        let (_, e) = self.ready.pop_first()?;
+        self.ready_bytes = self.ready_bytes.saturating_sub(e.stored.size());
+        self.ready_total = self.ready_total.saturating_sub(1);
+        Some(e)
+    }
 }
 
 #[derive(Default)]
@@ -51,10 +105,13 @@ struct State {
     next_sub: u64,
     /// unsettled deliveries per subscription
     in_flight: HashMap<u64, usize>,
+    /// Messages stored before this open have seqs below this: read back, they count as redelivered.
+    restart_seq: u64,
 }
 
 struct Core {
     topology: Topology,
+    window: Window,
     store: Arc<dyn EmbeddedQueueStore>,
     state: Mutex<State>,
     status: StatusCell,
@@ -76,30 +133,41 @@ impl fmt::Debug for EmbeddedBus {
 }
 
 impl EmbeddedBus {
-    /// Open the bus over a store, reloading every queue and message it holds.
+    /// Open the bus over a store with the default [`Window`], finding every queue it holds.
     pub fn open(topology: Topology, store: Arc<dyn EmbeddedQueueStore>) -> Result<Self, BusError> {
+        Self::open_with_window(topology, store, Window::default())
+    }
+
+    /// Open the bus over a store, holding at most `window` of each queue's ready messages in memory.
+    /// Messages are not read here: they come back from the store as subscribers drain the queues.
+    pub fn open_with_window(
+        topology: Topology,
+        store: Arc<dyn EmbeddedQueueStore>,
+        window: Window,
+    ) -> Result<Self, BusError> {
+        let window = Window {
+            messages: window.messages.max(1),
+            bytes: window.bytes,
+        };
         store.declare_queue(&topology.dead_queue)?;
         let mut state = State::default();
-        for (name, msgs) in store.load()? {
-            let q = state.queues.entry(name).or_default();
-            for m in msgs {
-                state.next_seq = state.next_seq.max(m.seq + 1);
-                // Anything loaded was not acked before the restart: it counts as redelivered.
-                q.ready.insert(
-                    m.seq,
-                    Entry {
-                        stored: m,
-                        redelivered: true,
-                    },
-                );
+        for summary in store.queues()? {
+            let q = state.queues.entry(summary.name).or_default();
+            state.next_seq = state.next_seq.max(summary.next_seq);
+            q.ready_total = usize::try_from(summary.messages).unwrap_or(usize::MAX);
+            if summary.messages > 0 {
+                q.spill = Some(0);
             }
         }
+        // Anything stored was not acked before the restart: read back, it counts as redelivered.
+        state.restart_seq = state.next_seq;
         state.queues.entry(topology.dead_queue.clone()).or_default();
         let status = StatusCell::default();
         status.set_connected(true);
         Ok(EmbeddedBus {
             core: Arc::new(Core {
                 topology,
+                window,
                 store,
                 state: Mutex::new(state),
                 status,
@@ -125,7 +193,18 @@ impl EmbeddedBus {
         let st = self.core.lock().ok()?;
         st.queues
             .get(&name)
-            .map(|q| (q.ready.len(), q.unacked.len()))
+            .map(|q| (q.ready_total, q.unacked.len()))
+    }
+
+    /// Messages of a queue held in memory (ready in the window, and unsettled) and their bytes; the
+    /// rest of its depth is in the store only. `None` if the queue does not exist.
+    pub fn resident(&self, source: &Source) -> Option<(usize, usize)> {
+        let name = source.queue_name(&self.core.topology).ok()?;
+        let st = self.core.lock().ok()?;
+        st.queues.get(&name).map(|q| {
+            let unacked: usize = q.unacked.values().map(|(_, e)| e.stored.size()).sum();
+            (q.ready.len() + q.unacked.len(), q.ready_bytes + unacked)
+        })
     }
 }
 
@@ -160,14 +239,50 @@ impl Core {
         self.store.append(queue, &stored)?;
         st.next_seq += 1;
         let q = st.queues.entry(queue.to_string()).or_default();
-        q.ready.insert(
-            seq,
-            Entry {
+        let fits = q.ready.is_empty()
+            || (q.ready.len() < self.window.messages
+                && q.ready_bytes + stored.size() <= self.window.bytes);
+        if q.spill.is_none() && fits {
+            q.put_ready(Entry {
                 stored,
                 redelivered: false,
-            },
-        );
+            });
+        } else {
+            // In the store only, read back when the window drains.
+            q.spill.get_or_insert(seq);
+            q.ready_total += 1;
+        }
         q.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Read the next stored messages into an empty window.
+    fn refill(&self, st: &mut State, queue: &str) -> Result<(), BusError> {
+        let restart_seq = st.restart_seq;
+        let Some(q) = st.queues.get_mut(queue) else {
+            return Ok(());
+        };
+        let Some(from) = q.spill else { return Ok(()) };
+        let msgs = self
+            .store
+            .read(queue, from, self.window.messages, self.window.bytes)?;
+        let Some(last) = msgs.last().map(|m| m.seq) else {
+            // Nothing stored from `spill` on: every ready message is in memory again.
+            q.spill = None;
+            return Ok(());
+        };
+        for m in msgs {
+            q.ready_bytes += m.size();
+            let redelivered = m.seq < restart_seq;
+            q.ready.insert(
+                m.seq,
+                Entry {
+                    stored: m,
+                    redelivered,
+                },
+            );
+        }
+        q.spill = Some(last + 1);
         Ok(())
     }
 
@@ -192,13 +307,10 @@ impl Core {
         if r.is_err() {
             // The store failed: keep the message deliverable rather than lose track of it.
             if let Some(q) = st.queues.get_mut(queue) {
-                q.ready.insert(
-                    seq,
-                    Entry {
-                        redelivered: true,
-                        ..entry
-                    },
-                );
+                q.put_ready(Entry {
+                    redelivered: true,
+                    ..entry
+                });
             }
         }
         notify.notify_waiters();
@@ -235,7 +347,8 @@ impl Core {
             .set_delivery_count(queue, seq, entry.stored.delivery_count)?;
         entry.redelivered = true;
         if let Some(q) = st.queues.get_mut(queue) {
-            q.ready.insert(seq, entry);
+            // Unsettled messages came from memory, so their seq is below `spill`.
+            q.put_ready(entry);
         }
         Ok(())
     }
@@ -263,13 +376,10 @@ impl Core {
                 if let Err(e) = self.give_back(&mut st, queue, entry.clone(), true) {
                     tracing::warn!(error = %e, "embedded bus: store failed while returning a delivery");
                     if let Some(q) = st.queues.get_mut(queue) {
-                        q.ready.insert(
-                            seq,
-                            Entry {
-                                redelivered: true,
-                                ..entry
-                            },
-                        );
+                        q.put_ready(Entry {
+                            redelivered: true,
+                            ..entry
+                        });
                     }
                 }
             }
@@ -290,9 +400,14 @@ impl Core {
             return Ok(None);
         }
         let q = st.queues.get_mut(queue).ok_or(BusError::Closed)?;
-        let Some((seq, entry)) = q.ready.pop_first() else {
+        if q.ready.is_empty() && q.spill.is_some() {
+            self.refill(&mut st, queue)?;
+        }
+        let q = st.queues.get_mut(queue).ok_or(BusError::Closed)?;
+        let Some(entry) = q.pop_ready() else {
             return Ok(None);
         };
+        let seq = entry.stored.seq;
         q.unacked.insert(seq, (sub, entry.clone()));
         *st.in_flight.entry(sub).or_default() += 1;
         Ok(Some(Delivery {
@@ -390,7 +505,15 @@ async fn pump(
                     _ = stop.cancelled() => break,
                 }
             }
-            Err(_) => break,
+            Err(BusError::Closed) => break,
+            Err(e) => {
+                // Reading the store back failed (I/O?): the messages are still there; try again.
+                tracing::warn!(queue = %queue, error = %e, "embedded bus: cannot read the queue back; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
         }
     }
     core.release(&queue, sub);

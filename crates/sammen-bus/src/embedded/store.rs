@@ -1,9 +1,10 @@
 //! The durability seam of the embedded bus.
 //!
-//! The embedded bus keeps its queues in memory for speed and writes every change through an
-//! [`EmbeddedQueueStore`] before it reports success, so a restart can [`load`](EmbeddedQueueStore::load)
-//! them back. Implement it over `sammen-store` for `sammen serve`; [`MemoryQueueStore`] is the
-//! in-process implementation for tests and throw-away runs.
+//! The embedded bus writes every change through an [`EmbeddedQueueStore`] before it reports success and
+//! keeps only a bounded window of each queue in memory; the rest is [`read`](EmbeddedQueueStore::read)
+//! back from the store as the window drains, and a restart finds the queues with
+//! [`queues`](EmbeddedQueueStore::queues). Implement it over `sammen-store` for `sammen serve`;
+//! [`MemoryQueueStore`] is the in-process implementation for tests and throw-away runs.
 
 use crate::error::StoreError;
 use crate::message::BusMessage;
@@ -23,8 +24,37 @@ pub struct StoredMessage {
     pub message: BusMessage,
 }
 
+impl StoredMessage {
+    /// Bytes this message holds in memory (body and header strings), for the bus's window bounds.
+    pub fn size(&self) -> usize {
+        let m = &self.message;
+        m.body.len()
+            + self.routing_key.len()
+            + m.message_id.len()
+            + m.receiver_gln.len()
+            + m.sender_gln.len()
+            + m.event.len()
+            + m.content_type.len()
+            + m.sha256.len()
+    }
+}
+
 /// Everything a store holds: queue name → messages in `seq` order.
 pub type StoredQueues = BTreeMap<String, Vec<StoredMessage>>;
+
+/// A declared queue as a store holds it, without its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    /// Queue name.
+    pub name: String,
+    /// Messages stored in it.
+    pub messages: u64,
+    /// One past its greatest `seq` (0 when empty).
+    pub next_seq: u64,
+}
+
+/// Messages read per store call by [`EmbeddedQueueStore::load`].
+const LOAD_PAGE: usize = 256;
 
 /// Durable storage for the embedded bus. Every method must be durable when it returns `Ok`
 /// (the bus confirms a publish right after `append`). Calls for one bus are serialised by the bus.
@@ -37,8 +67,57 @@ pub trait EmbeddedQueueStore: Send + Sync + 'static {
     fn set_delivery_count(&self, queue: &str, seq: u64, count: u32) -> Result<(), StoreError>;
     /// Forget a message (acked, or moved to the dead-letter queue after being appended there).
     fn remove(&self, queue: &str, seq: u64) -> Result<(), StoreError>;
-    /// Every declared queue with its messages.
-    fn load(&self) -> Result<StoredQueues, StoreError>;
+    /// Every declared queue with its message count. Memory stays bounded whatever the backlog (the
+    /// count may take a walk over the stored messages).
+    fn queues(&self) -> Result<Vec<QueueSummary>, StoreError>;
+    /// Messages of `queue` with `seq >= from`, in `seq` order: at most `limit` of them and, past the
+    /// first, only while their [`size`](StoredMessage::size)s stay within `max_bytes` in all.
+    fn read(
+        &self,
+        queue: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Every declared queue with all its messages, for tests and tools: memory grows with the backlog,
+    /// so the bus itself never calls it.
+    fn load(&self) -> Result<StoredQueues, StoreError> {
+        let mut out = StoredQueues::new();
+        for q in self.queues()? {
+            let mut msgs: Vec<StoredMessage> = Vec::new();
+            let mut from = 0;
+            loop {
+                let page = self.read(&q.name, from, LOAD_PAGE, usize::MAX)?;
+                let Some(last) = page.last() else { break };
+                from = last.seq + 1;
+                msgs.extend(page);
+            }
+            out.insert(q.name, msgs);
+        }
+        Ok(out)
+    }
+}
+
+/// Keep messages from an ordered iterator while they fit `limit` and `max_bytes` (the first always).
+pub fn take_within<I: IntoIterator<Item = StoredMessage>>(
+    msgs: I,
+    limit: usize,
+    max_bytes: usize,
+) -> Vec<StoredMessage> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for m in msgs {
+        if out.len() >= limit {
+            break;
+        }
+        bytes = bytes.saturating_add(m.size());
+        if !out.is_empty() && bytes > max_bytes {
+            break;
+        }
+        out.push(m);
+    }
+    out
 }
 
 /// An [`EmbeddedQueueStore`] in memory: durable only as long as the process (share it in an `Arc` to
@@ -93,11 +172,29 @@ impl EmbeddedQueueStore for MemoryQueueStore {
         })
     }
 
-    fn load(&self) -> Result<StoredQueues, StoreError> {
-        self.with("load", |q| {
+    fn queues(&self) -> Result<Vec<QueueSummary>, StoreError> {
+        self.with("queues", |q| {
             q.iter()
-                .map(|(k, v)| (k.clone(), v.values().cloned().collect()))
+                .map(|(name, msgs)| QueueSummary {
+                    name: name.clone(),
+                    messages: msgs.len() as u64,
+                    next_seq: msgs.keys().next_back().map_or(0, |s| s + 1),
+                })
                 .collect()
+        })
+    }
+
+    fn read(
+        &self,
+        queue: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with("read", |q| {
+            q.get(queue).map_or_else(Vec::new, |msgs| {
+                take_within(msgs.range(from..).map(|(_, m)| m.clone()), limit, max_bytes)
+            })
         })
     }
 }

@@ -4,7 +4,7 @@
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use sammen_bus::{wait_connected, AmqpBus, AmqpConfig, Bus, EmbeddedBus, Topology};
 use std::ops::Deref;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub fn amqp_url() -> String {
@@ -141,6 +141,25 @@ pub async fn embedded(delivery_limit: u32) -> Fixture {
     topo.delivery_limit = delivery_limit;
     Fixture {
         bus: Box::new(EmbeddedBus::in_memory(topo)),
+        amqp: false,
+        receivers: Mutex::new(Vec::new()),
+    }
+}
+
+/// An embedded bus whose queues hold at most two ready messages in memory: every scenario then runs
+/// with most of its messages read back from the store.
+pub async fn embedded_small_window(delivery_limit: u32) -> Fixture {
+    use sammen_bus::{MemoryQueueStore, Window};
+    let mut topo = Topology::namespaced(&unique_ns());
+    topo.delivery_limit = delivery_limit;
+    let window = Window {
+        messages: 2,
+        bytes: 1 << 20,
+    };
+    let bus =
+        EmbeddedBus::open_with_window(topo, Arc::new(MemoryQueueStore::default()), window).unwrap();
+    Fixture {
+        bus: Box::new(bus),
         amqp: false,
         receivers: Mutex::new(Vec::new()),
     }
