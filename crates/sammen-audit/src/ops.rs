@@ -25,9 +25,7 @@ use crate::error::{AuditError, Finding};
 use crate::keys::{fingerprint, load_public_key};
 use crate::leaf::{hex, rotation_message, unhex, Event, Leaf, LeafIndex, PatientKey};
 use crate::proof::{verify_consistency, verify_inclusion};
-use crate::store::{
-    decode_u64, index_prefix, node_key, trees, u64_key, LogNodes, META_NODES_SIZE, POSTINGS,
-};
+use crate::store::{decode_u64, index_prefix, trees, u64_key, LogNodes, META_NODES_SIZE, POSTINGS};
 use crate::tree::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
 /// Format tag of [`ProofDocument`].
@@ -138,6 +136,7 @@ pub fn verify_store<S: Store + ?Sized>(
     // (key, index of the leaf that introduced it)
     let mut chain: Vec<(VerifyingKey, u64)> = Vec::new();
     let mut edge = CompactRange::default();
+    let stored = LogNodes::new(store, None);
     let mut from = Vec::new();
     loop {
         let rows = store.range(trees::LEAVES, &from, None, 4096)?;
@@ -159,8 +158,7 @@ pub fn verify_store<S: Store + ?Sized>(
                 if (idx + 1) << l > nodes_size {
                     continue;
                 }
-                let stored = store.get(trees::NODES, &node_key(l, idx))?;
-                if stored.as_deref() != Some(&h[..]) {
+                if stored.stored(l, idx)? != Some(h) {
                     return Err(if l == 0 {
                         bad_leaf(idx, "hash differs from the stored tree")
                     } else {
@@ -186,7 +184,7 @@ pub fn verify_store<S: Store + ?Sized>(
     if !chain.iter().any(|(k, _)| k == trusted) {
         return Err(tampered(Finding::UntrustedKey));
     }
-    let nodes = LogNodes { store, mem: None };
+    let nodes = LogNodes::new(store, None);
     let mut prev: Option<&Checkpoint> = None;
     for (seq, cp) in &cps {
         let (seq, c) = (*seq, &cp.checkpoint);
@@ -471,7 +469,7 @@ pub fn prove_store<S: Store + ?Sized>(
 ) -> Result<ProofDocument, AuditError> {
     let cp = latest_checkpoint(store)?;
     let size = cp.checkpoint.size;
-    let nodes = LogNodes { store, mem: None };
+    let nodes = LogNodes::new(store, None);
     let mut entries = Vec::new();
     let mut pending = Vec::new();
     for i in prefix_hits(store, &index_prefix(b'm', message_id))? {
@@ -589,7 +587,7 @@ pub fn consistency_store<S: Store + ?Sized>(
             source_name: "given",
         });
     }
-    let proof = consistency_proof(&LogNodes { store, mem: None }, o.size, n.size)?;
+    let proof = consistency_proof(&LogNodes::new(store, None), o.size, n.size)?;
     verify_consistency(o.size, n.size, &o.root, &n.root, &proof)?;
     Ok(ConsistencyDocument {
         format: CONSISTENCY_FORMAT.into(),

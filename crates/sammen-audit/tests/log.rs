@@ -472,6 +472,50 @@ fn verify_names_each_tampering() {
         Finding::BadNode { level: 2, index: 1 }
     ));
 
+    // a hash inside a stored node chunk changed: a leaf hash (level 0) names the leaf, an interior one
+    // the node
+    for (level, index) in [(0u8, 3u64), (2, 1)] {
+        let d = dirs();
+        fresh_fjall(&d, 6);
+        let s = reopen(&d);
+        let chunks = s.range(trees::NODES, &[0xff], None, usize::MAX).unwrap();
+        assert!(!chunks.is_empty(), "no node chunks written");
+        let (k, mut v) = chunks
+            .into_iter()
+            .find(|(_, v)| {
+                v[8..]
+                    .chunks(41)
+                    .any(|e| e[0] == level && e[1..9] == index.to_be_bytes())
+            })
+            .unwrap();
+        let at = 8 + v[8..]
+            .chunks(41)
+            .position(|e| e[0] == level && e[1..9] == index.to_be_bytes())
+            .unwrap()
+            * 41;
+        v[at + 20] ^= 1;
+        put(&s, trees::NODES, k, v);
+        drop(s);
+        let f = finding(verify_now(&d));
+        if level == 0 {
+            assert!(matches!(f, Finding::BadLeaf { index: 3, .. }), "{f:?}");
+        } else {
+            assert_eq!(f, Finding::BadNode { level: 2, index: 1 });
+        }
+    }
+
+    // a node chunk deleted
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    let s = reopen(&d);
+    let (k, _) = s.range(trees::NODES, &[0xff], None, 1).unwrap().remove(0);
+    del(&s, trees::NODES, k);
+    drop(s);
+    assert!(matches!(
+        finding(verify_now(&d)),
+        Finding::BadLeaf { .. } | Finding::BadNode { .. }
+    ));
+
     // the whole log under another key: the trusted key is not in the chain
     let d = dirs();
     fresh_fjall(&d, 2);
@@ -669,4 +713,40 @@ fn failed_batch_becomes_a_lost_write_leaf_and_the_log_stays_contiguous() {
     .unwrap();
     assert_eq!(lost[1].1.event, Event::LostWrite);
     verify_store(&s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+}
+
+/// A data dir of the earlier layout (one key per node, no chunks) still opens, verifies and proves; new
+/// checkpoints then add chunks beside the old keys.
+#[test]
+fn logs_with_one_key_per_node_keep_working() {
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    {
+        let s = reopen(&d);
+        let chunks = s.range(trees::NODES, &[0xff], None, usize::MAX).unwrap();
+        assert!(chunks.len() > 1, "several checkpoints, several chunks");
+        let mut b = Batch::new();
+        for (k, v) in chunks {
+            for e in v[8..].chunks(41) {
+                b.put(trees::NODES, e[..9].to_vec(), e[9..].to_vec());
+            }
+            b.delete(trees::NODES, k);
+        }
+        s.commit(b).unwrap();
+        assert!(s.range(trees::NODES, &[0xff], None, 1).unwrap().is_empty());
+    }
+    verify_now(&d).unwrap();
+    {
+        let s = reopen(&d);
+        let doc = prove_store(&s, &msg_id(2)).unwrap();
+        check_proof(&doc, &key(1).verifying_key()).unwrap();
+    }
+    let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+    write_log(&log, 3);
+    drop(log);
+    verify_now(&d).unwrap();
+    let s = reopen(&d);
+    assert!(!s.range(trees::NODES, &[0xff], None, 1).unwrap().is_empty());
+    let doc = prove_store(&s, &msg_id(1)).unwrap();
+    check_proof(&doc, &key(1).verifying_key()).unwrap();
 }

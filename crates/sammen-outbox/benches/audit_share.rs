@@ -1,9 +1,16 @@
-//! Audit cost on the real accept path: durable 4 KiB accepts from 16 concurrent writers with the audit log
-//! off and on (leaf in the same batch, patient HMAC, search index, a checkpointer signing every 1024
-//! leaves), in alternating rounds of the same run so disk and machine noise hit both alike.
+//! Audit cost on the accept path: durable accepts from 16 concurrent writers with the audit log off and on
+//! (the ingress's two leaves, `received` and `accepted`, in the same batch as the accept; patient HMAC,
+//! certificate fingerprint, search index, a checkpointer signing every 1024 leaves), in alternating rounds
+//! of the same run so disk and machine noise hit both alike. Two denominators, each its own pair of sides:
+//! - `outbox`: the outbox's accept alone (4 KiB random payloads);
+//! - `validated`: what the ingress does per message before it answers, without HTTP: validate a real
+//!   HospitalNotification (conformance suite, 14.9 KB) with `sammen_adapters::validate`, then accept it
+//!   (on the audited side also the report clone the ingress keeps for refusal leaves).
 //!
 //! `CARGO_TARGET_DIR=/work/target-audit2 cargo bench -p sammen-outbox --bench audit_share`
-//! Env: `ROUNDS` (default 12), `PER_WRITER` (accepts per writer per round, default 150),
+//! Env: `ROUNDS` (default 12), `PER_WRITER` (accepts per writer per round, default 150), `WRITERS`
+//! (default 16), `LEAVES` (2: `received` and `accepted`, as the ingress writes; 1: `accepted` only),
+//! `CHECKPOINT_EVERY` (leaves, default 1024),
 //! `BACKEND` (`fjall` default, or `sled`), `ONLY` (`plain` or `audited`: run that side alone, for an
 //! instruction count of each under `valgrind --tool=callgrind`; the share printed is then meaningless).
 
@@ -19,7 +26,6 @@ use sammen_outbox::sammen_audit::{AuditConfig, PatientKey, SigningKey};
 use sammen_outbox::{AcceptAudit, AcceptRequest, MessageMeta, Outbox, OutboxConfig, Store};
 
 const SIZE: usize = 4096;
-const WRITERS: u64 = 16;
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 type Shared = Arc<Outbox<Arc<dyn Store>>>;
@@ -52,16 +58,65 @@ fn request() -> AcceptRequest {
     }
 }
 
-fn round<S: Store>(ob: &Arc<Outbox<S>>, per: u64) -> Duration {
-    let start = Instant::now();
-    let hs: Vec<_> = (0..WRITERS)
+/// The conformance example the `validated` path validates and accepts.
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../conformance/examples/hospitalnotification/Bundle-a5e5b880-c087-4055-b9ec-99108695f81d.xml"
+);
+
+/// This process's CPU time (user + system, all threads: writers, committer, fjall's workers,
+/// checkpointer), from /proc/self/stat in clock ticks of 10 ms.
+fn cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.get(s.rfind(')')? + 2..)?.to_owned();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(f.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// One round: wall time and process CPU time.
+fn round<S: Store>(
+    ob: &Arc<Outbox<S>>,
+    per: u64,
+    example: Option<&Arc<Vec<u8>>>,
+) -> (Duration, Duration) {
+    let audited = ob.audit().is_some();
+    let (start, cpu0) = (Instant::now(), cpu());
+    let hs: Vec<_> = (0..writers())
         .map(|_| {
             let ob = Arc::clone(ob);
+            let example = example.cloned();
             std::thread::spawn(move || {
+                let opts = sammen_adapters::Options::default();
+                let fp = Some("9f".repeat(32));
                 for _ in 0..per {
-                    let p = PatientId::new("urn:oid:1.2.208.176.1.2", "0101011234");
-                    ob.accept_with(request(), AcceptAudit::default().patient(Some(p)))
-                        .unwrap();
+                    let mut req = request();
+                    let patient = match &example {
+                        Some(bytes) => {
+                            let report = sammen_adapters::validate(bytes, &opts);
+                            assert!(report.is_valid());
+                            if audited {
+                                std::hint::black_box(report.clone());
+                            }
+                            req.bytes = bytes.to_vec();
+                            report.patient
+                        }
+                        None => Some(PatientId::new("urn:oid:1.2.208.176.1.2", "0101011234")),
+                    };
+                    let audit = AcceptAudit::default()
+                        .patient(patient)
+                        .cert_fingerprint(fp.clone())
+                        .received(env("LEAVES", 2) > 1);
+                    ob.accept_with(req, audit).unwrap();
                 }
             })
         })
@@ -69,7 +124,12 @@ fn round<S: Store>(ob: &Arc<Outbox<S>>, per: u64) -> Duration {
     for h in hs {
         h.join().unwrap();
     }
-    start.elapsed()
+    (start.elapsed(), cpu().saturating_sub(cpu0))
+}
+
+/// Concurrent writers (`WRITERS`, default 16).
+fn writers() -> u64 {
+    env("WRITERS", 16)
 }
 
 fn env(name: &str, default: u64) -> u64 {
@@ -87,7 +147,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let audit_cfg = AuditConfig {
         origin: "sammen.bench/audit".into(),
-        checkpoint_every: 1024,
+        checkpoint_every: env("CHECKPOINT_EVERY", 1024),
         checkpoint_interval_ms: 10_000,
         export_dir: Some(dir.path().join("export")),
         patient_key: PatientKey::new(&[5u8; 32]).unwrap(),
@@ -150,46 +210,59 @@ fn main() {
         "audited" => (0, per),
         _ => (per, per),
     };
-    // Warm-up, then alternate which goes first so neither always follows the other.
-    round(&plain, per_plain / 4);
-    round(&audited, per_audit / 4);
-    let (mut t_plain, mut t_audit) = (Duration::ZERO, Duration::ZERO);
-    let mut shares = Vec::new();
-    for r in 0..rounds {
-        let (a, b) = if r % 2 == 0 {
-            let a = round(&plain, per_plain);
-            (a, round(&audited, per_audit))
-        } else {
-            let b = round(&audited, per_audit);
-            (round(&plain, per_plain), b)
-        };
-        t_plain += a;
-        t_audit += b;
-        shares.push(b.as_secs_f64() / a.as_secs_f64() - 1.0);
+    let example = Arc::new(std::fs::read(EXAMPLE).unwrap());
+    println!(
+        "backend {}, {} writers, {rounds} rounds x {} accepts per side and path",
+        if sled { "sled" } else { "fjall" },
+        writers(),
+        per * writers()
+    );
+    for (path, example) in [("outbox", None), ("validated", Some(&example))] {
+        // Warm-up, then alternate which goes first so neither always follows the other.
+        round(&plain, per_plain / 4, example);
+        round(&audited, per_audit / 4, example);
+        let (mut t_plain, mut t_audit) = (Duration::ZERO, Duration::ZERO);
+        let (mut c_plain, mut c_audit) = (Duration::ZERO, Duration::ZERO);
+        let mut shares = Vec::new();
+        for r in 0..rounds {
+            let (a, b) = if r % 2 == 0 {
+                let a = round(&plain, per_plain, example);
+                (a, round(&audited, per_audit, example))
+            } else {
+                let b = round(&audited, per_audit, example);
+                (round(&plain, per_plain, example), b)
+            };
+            t_plain += a.0;
+            t_audit += b.0;
+            c_plain += a.1;
+            c_audit += b.1;
+            shares.push(b.0.as_secs_f64() / a.0.as_secs_f64() - 1.0);
+        }
+        let n = (rounds * per * writers()) as f64;
+        let (rp, ra) = (n / t_plain.as_secs_f64(), n / t_audit.as_secs_f64());
+        shares.sort_by(f64::total_cmp);
+        let median = shares[shares.len() / 2];
+        let us = |c: Duration| c.as_secs_f64() * 1e6 / n;
+        println!(
+            "path {path}: audit off {rp:>6.0} accepts/s {:>6.0} us CPU/accept; audit on {ra:>6.0} accepts/s {:>6.0} us CPU/accept",
+            us(c_plain),
+            us(c_audit)
+        );
+        println!(
+            "path {path}: audit share of CPU {:.1}%; of wall time {:.1}% overall, {:.1}% median round (min {:.1}%, max {:.1}%)",
+            (c_audit.as_secs_f64() / c_plain.as_secs_f64() - 1.0) * 100.0,
+            (t_audit.as_secs_f64() / t_plain.as_secs_f64() - 1.0) * 100.0,
+            median * 100.0,
+            shares[0] * 100.0,
+            shares[shares.len() - 1] * 100.0
+        );
     }
     stop.store(true, Ordering::Relaxed);
     cp.join().unwrap();
-    let n = (rounds * per * WRITERS) as f64;
-    let (rp, ra) = (n / t_plain.as_secs_f64(), n / t_audit.as_secs_f64());
-    shares.sort_by(f64::total_cmp);
-    let median = shares[shares.len() / 2];
     let log = audited.audit().unwrap();
     println!(
-        "backend {}, {WRITERS} writers, {rounds} rounds x {} accepts each side",
-        if sled { "sled" } else { "fjall" },
-        per * WRITERS
-    );
-    println!("audit off: {rp:>8.0} accepts/s");
-    println!(
-        "audit on:  {ra:>8.0} accepts/s  ({} leaves, latest checkpoint size {})",
+        "{} leaves, latest checkpoint size {}",
         log.size(),
         log.latest_checkpoint().map_or(0, |c| c.checkpoint.size)
-    );
-    println!(
-        "audit share of the accept path: {:.1}% overall, {:.1}% median round (min {:.1}%, max {:.1}%)",
-        (t_audit.as_secs_f64() / t_plain.as_secs_f64() - 1.0) * 100.0,
-        median * 100.0,
-        shares[0] * 100.0,
-        shares[shares.len() - 1] * 100.0
     );
 }

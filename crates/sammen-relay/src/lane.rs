@@ -25,7 +25,14 @@ pub(crate) struct Lane {
     pub(crate) in_flight: usize,
     /// The last scan found nothing new: skip until woken.
     pub(crate) idle: bool,
+    /// A queued row whose state could not be read, and how many scans in a row stopped at it.
+    pub(crate) unreadable: Option<(RecordId, u32)>,
 }
+
+/// Scans in a row that may stop at a queued row whose state or payload cannot be read before the lane
+/// gives up on it (logged as an error): a read racing the store's commit sees it at the next scan, a
+/// row damaged on disk must not hold up the receiver's other messages for ever.
+pub(crate) const MAX_UNREADABLE_SCANS: u32 = 20;
 
 impl Lane {
     pub(crate) fn new(gln: &str, backoff: Backoff) -> Self {
@@ -43,6 +50,7 @@ impl Lane {
             backoff,
             in_flight: 0,
             idle: false,
+            unreadable: None,
         }
     }
 
@@ -57,15 +65,29 @@ impl Lane {
     }
 }
 
-/// Up to `limit` rows of the lane from `cursor` on, skipping rows already in flight; also returns the
-/// cursor after the last key seen.
+/// What a scan of a lane found.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// Rows to publish, in id order.
+    pub(crate) rows: Vec<Pending>,
+    /// Where the next scan starts.
+    pub(crate) next: u64,
+    /// The scan stopped at this queued row: its state or payload could not be read (yet).
+    pub(crate) unreadable: Option<RecordId>,
+}
+
+/// Up to `limit` rows of the lane from `cursor` on, skipping rows already in flight; the next scan
+/// starts after the last key seen, or **at** a queued row whose state or payload is not readable: a
+/// queue key is never passed over on the strength of a read that may have raced its commit (fjall can
+/// show one tree's part of a batch before another's while a memtable rotates), or the row would wait
+/// for a restart.
 pub(crate) fn read(
     outbox: &SharedOutbox,
     prefix: Vec<u8>,
     cursor: u64,
     limit: usize,
     in_flight: &HashSet<RecordId>,
-) -> Result<(Vec<Pending>, u64), OutboxError> {
+) -> Result<Scan, OutboxError> {
     let store = outbox.store();
     let mut from = prefix.clone();
     from.extend_from_slice(&cursor.to_be_bytes());
@@ -82,16 +104,28 @@ pub(crate) fn read(
             tail.try_into()
                 .map_err(|_| OutboxError::Corrupt("short queue key".into()))?,
         ));
-        next = id.0 + 1;
         if in_flight.contains(&id) {
+            next = id.0 + 1;
             continue;
         }
-        let (Some(status), Some(payload)) = (outbox.status(id)?, outbox.payload(id)?) else {
-            continue;
+        let Some(status) = outbox.status(id)? else {
+            return Ok(Scan {
+                rows: out,
+                next: id.0,
+                unreadable: Some(id),
+            });
         };
+        next = id.0 + 1;
         if status.state != State::Accepted {
             continue;
         }
+        let Some(payload) = outbox.payload(id)? else {
+            return Ok(Scan {
+                rows: out,
+                next: id.0,
+                unreadable: Some(id),
+            });
+        };
         out.push(Pending {
             id,
             resend: status.resend_of.is_some(),
@@ -104,7 +138,11 @@ pub(crate) fn read(
             break;
         }
     }
-    Ok((out, next))
+    Ok(Scan {
+        rows: out,
+        next,
+        unreadable: None,
+    })
 }
 
 impl Lane {
@@ -136,4 +174,83 @@ pub(crate) fn pending_receivers(outbox: &SharedOutbox) -> Result<HashSet<String>
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use sammen_model::{Family, Party};
+    use sammen_outbox::{AcceptRequest, MessageMeta, Outbox, OutboxConfig};
+    use std::sync::Arc;
+
+    const TO: &str = "5790001348120";
+
+    fn accept(ob: &SharedOutbox, id: &str) -> RecordId {
+        let party = |g: &str| Party {
+            gln: Some(g.into()),
+            sor: None,
+        };
+        let outcome = ob
+            .accept(AcceptRequest {
+                bytes: id.as_bytes().to_vec(),
+                meta: MessageMeta {
+                    message_id: id.into(),
+                    envelope_id: format!("b-{id}"),
+                    family: Family::HospitalNotification,
+                    event: "admit-inpatient".into(),
+                    sender: party("5790000209354"),
+                    receiver: party(TO),
+                    received: std::time::SystemTime::now(),
+                },
+            })
+            .unwrap();
+        match outcome {
+            sammen_outbox::AcceptOutcome::Accepted { id } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The bug: a queue key seen without its state was passed over, and the message waited for a
+    /// restart. Now the scan stops there and the next one finds it.
+    #[test]
+    fn a_queued_row_without_readable_state_is_not_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn sammen_store::Store> = Arc::new(
+            sammen_store::FjallStore::open(dir.path(), sammen_outbox::trees::ALL).unwrap(),
+        );
+        let ob: SharedOutbox = Arc::new(Outbox::open(store, OutboxConfig::default()).unwrap());
+        let a = accept(&ob, "m-1");
+        let orphan = accept(&ob, "m-2");
+        let c = accept(&ob, "m-3");
+        // Its queue key without its state, as a torn read shows it.
+        let meta = ob
+            .store()
+            .get(trees::META, &orphan.0.to_be_bytes())
+            .unwrap();
+        assert!(
+            meta.is_some(),
+            "state key layout: u64 BE id in the meta tree"
+        );
+        let mut b = sammen_store::Batch::new();
+        b.delete(trees::META, orphan.0.to_be_bytes().to_vec());
+        ob.store().commit(b).unwrap();
+        let lane = Lane::new(TO, sammen_backoff::ExponentialBackoff::default().stream());
+        let scan = read(&ob, lane.prefix(), 0, 10, &HashSet::new()).unwrap();
+        let ids: Vec<u64> = scan.rows.iter().map(|p| p.id.0).collect();
+        assert_eq!(ids, vec![a.0]);
+        assert_eq!(
+            scan.next, orphan.0,
+            "the next scan starts at the unreadable row"
+        );
+        assert_eq!(scan.unreadable, Some(orphan));
+        // Once its state is readable, the scan goes on from it, in order.
+        let mut b = sammen_store::Batch::new();
+        b.put(trees::META, orphan.0.to_be_bytes().to_vec(), meta.unwrap());
+        ob.store().commit(b).unwrap();
+        let scan = read(&ob, lane.prefix(), scan.next, 10, &HashSet::new()).unwrap();
+        let ids: Vec<u64> = scan.rows.iter().map(|p| p.id.0).collect();
+        assert_eq!(ids, vec![orphan.0, c.0]);
+        assert_eq!(scan.unreadable, None);
+    }
 }

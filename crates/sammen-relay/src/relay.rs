@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 /// How the relay publishes.
 #[derive(Debug, Clone)]
@@ -197,7 +197,7 @@ impl Relay {
             let skip = run.in_flight.clone();
             let read =
                 blocking(move || lane::read(&ob, prefix, cursor, room.min(128), &skip)).await;
-            let (rows, next) = match read {
+            let scan = match read {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(receiver = %gln, error = %e, "relay: reading the outbox failed");
@@ -205,9 +205,24 @@ impl Relay {
                     continue;
                 }
             };
+            let rows = scan.rows;
             if let Some(lane) = run.lanes.get_mut(&gln) {
-                lane.cursor = next;
-                lane.idle = rows.is_empty();
+                lane.cursor = scan.next;
+                lane.idle = rows.is_empty() && scan.unreadable.is_none();
+                lane.unreadable = match (scan.unreadable, lane.unreadable) {
+                    (None, _) => None,
+                    (Some(id), Some((seen, n))) if id == seen => Some((id, n + 1)),
+                    (Some(id), _) => Some((id, 1)),
+                };
+                if let Some((id, n)) = lane.unreadable {
+                    if n >= lane::MAX_UNREADABLE_SCANS {
+                        error!(receiver = %gln, record = %id, scans = n, "relay: a queued row's state or payload cannot be read; passing over it");
+                        lane.cursor = id.0 + 1;
+                        lane.unreadable = None;
+                    } else {
+                        debug!(receiver = %gln, record = %id, "relay: queued row not readable yet; rescanning from it");
+                    }
+                }
             }
             for p in rows {
                 if !self.dispatch(run, &gln, p).await {

@@ -14,7 +14,7 @@ use crate::{KeyValue, MergedGroup, StoreError};
 const NAME: &str = "fjall";
 
 /// Memtable size per keyspace (bytes) before it is sealed and flushed to disk.
-pub const MEMTABLE: u64 = 8 << 20;
+pub const MEMTABLE: u64 = 16 << 20;
 
 fn err(e: &fjall::Error) -> StoreError {
     StoreError::from_engine(NAME, e)
@@ -53,7 +53,8 @@ impl Backend for FjallBackend {
             .map_err(|e| err(&e))?;
         // fjall keeps up to one active and four sealed memtables per keyspace (64 MiB each by default)
         // and does not enforce a total: with payloads in two keyspaces a backlog grew the broker to
-        // ~700 MiB. Smaller memtables bound that to 5 × MEMTABLE per keyspace.
+        // ~700 MiB. Smaller memtables bound that to 5 × MEMTABLE per keyspace; not much smaller, since
+        // reads racing a rotation can be torn (crate docs).
         let keyspaces = trees
             .iter()
             .map(|t| {
@@ -105,13 +106,13 @@ impl Backend for FjallBackend {
             .transpose()
     }
 
-    fn write(&self, group: &MergedGroup) -> Result<(), StoreError> {
+    fn write(&self, group: &MergedGroup<'_>) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
         for (ks, writes) in self.keyspaces.iter().zip(group) {
             for (k, v) in writes {
                 match v {
-                    Some(v) => batch.insert(ks, k.as_slice(), v.as_slice()),
-                    None => batch.remove(ks, k.as_slice()),
+                    Some(v) => batch.insert(ks, *k, *v),
+                    None => batch.remove(ks, *k),
                 }
             }
         }

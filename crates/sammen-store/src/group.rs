@@ -42,7 +42,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// Greatest key.
     fn last(&self, tree: usize) -> Result<Option<KeyValue>, StoreError>;
     /// Apply a merged group as one atomic write (visible, not yet durable).
-    fn write(&self, group: &MergedGroup) -> Result<(), StoreError>;
+    fn write(&self, group: &MergedGroup<'_>) -> Result<(), StoreError>;
     /// Make everything written so far durable.
     fn sync(&self) -> Result<(), StoreError>;
 }
@@ -131,16 +131,16 @@ impl<B: Backend> Shared<B> {
         }
     }
 
-    fn merge(&self, jobs: &[Job]) -> Result<MergedGroup, StoreError> {
-        let mut merged: MergedGroup = vec![BTreeMap::new(); self.trees.len()];
+    fn merge<'a>(&self, jobs: &'a [Job]) -> Result<MergedGroup<'a>, StoreError> {
+        let mut merged: MergedGroup<'a> = vec![BTreeMap::new(); self.trees.len()];
         for job in jobs {
             for op in job.batch.ops() {
                 match op {
                     Op::Put { tree, key, value } => {
-                        merged[self.tree(tree)?].insert(key.clone(), Some(value.clone()));
+                        merged[self.tree(tree)?].insert(key.as_slice(), Some(value.as_slice()));
                     }
                     Op::Delete { tree, key } => {
-                        merged[self.tree(tree)?].insert(key.clone(), None);
+                        merged[self.tree(tree)?].insert(key.as_slice(), None);
                     }
                 }
             }

@@ -174,14 +174,14 @@ impl Backend for SledBackend {
             .map_err(|e| err(&e))
     }
 
-    fn write(&self, group: &MergedGroup) -> Result<(), StoreError> {
+    fn write(&self, group: &MergedGroup<'_>) -> Result<(), StoreError> {
         let mut batches = Vec::with_capacity(group.len());
         for writes in group {
             let mut b = sled::Batch::default();
             for (k, v) in writes {
                 match v {
-                    Some(v) => b.insert(k.as_slice(), v.as_slice()),
-                    None => b.remove(k.as_slice()),
+                    Some(v) => b.insert(*k, *v),
+                    None => b.remove(*k),
                 }
             }
             batches.push(b);
