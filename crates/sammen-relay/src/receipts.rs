@@ -9,8 +9,10 @@
 //! for this node. The shared queue holds receipts for messages published without a `reply_to` (before the
 //! upgrade) and is consumed by every node, so a receipt there may be for a message another node holds: it
 //! is returned (`nack` with requeue) for another consumer, until it has been delivered
-//! [`SHARED_REDELIVERIES`] times; then it is dropped, logged with its message id and counted
-//! (`sammen_receipts_unmatched_total`). Limitation: a node that is down for longer than those redeliveries
+//! [`SHARED_REDELIVERIES`] times **and** this node first saw it [`SHARED_MIN_AGE`] ago; then it is
+//! dropped, logged with its message id and counted (`sammen_receipts_unmatched_total`). Both bounds,
+//! because a count alone ran out in well under a second while the node holding the message was busy (CI:
+//! 2 of 40 receipts dropped, their messages left `published`). Limitation: a node that is down for longer than those redeliveries
 //! take loses the shared-queue receipts for its messages (they stay `published`, as when a receipt is lost;
 //! delivery itself happened). Its own queue keeps everything until it is back.
 
@@ -35,6 +37,9 @@ use tracing::{debug, info, warn};
 /// Deliveries of a shared-queue receipt no node holds before it is dropped: enough for every node of a
 /// small cluster to see it many times over (RabbitMQ hands a returned message to any consumer).
 pub const SHARED_REDELIVERIES: u32 = 20;
+
+/// How long a node keeps returning a shared-queue receipt it does not hold before it may drop it.
+pub const SHARED_MIN_AGE: Duration = Duration::from_secs(5);
 
 /// What one receipt did on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +214,7 @@ impl AmqpReceipts {
         let mut qc = QueueConsumer::open(&self.url, &q.name, 256, "sammen-relay-receipts").await?;
         info!(queue = %q.name, "receipts: consuming");
         // Returns seen here per message id: the bound holds even where a broker does not count returns.
-        let mut seen: HashMap<String, u32> = HashMap::new();
+        let mut seen: HashMap<String, (u32, std::time::Instant)> = HashMap::new();
         let r = async {
             loop {
                 let d = tokio::select! {
@@ -230,20 +235,24 @@ impl AmqpReceipts {
                     Err(e) => return Err(format!("applying receipt: {e}")),
                 };
                 let mut count = delivery_count(d.properties.headers().as_ref());
+                let mut young = false;
                 if q.shared && !applied.held {
                     if seen.len() >= 10_000 {
                         seen.clear();
                     }
-                    let n = seen.entry(receipt.message_id.clone()).or_insert(0);
+                    let (n, first) = seen
+                        .entry(receipt.message_id.clone())
+                        .or_insert((0, std::time::Instant::now()));
                     count = count.max(*n);
                     *n += 1;
+                    young = first.elapsed() < SHARED_MIN_AGE;
                 }
                 if applied.held {
                     if applied.changed > 0 {
                         self.stats.applied.fetch_add(1, Ordering::Relaxed);
                     }
                     debug!(changed = applied.changed, "receipts: applied");
-                } else if q.shared && count < SHARED_REDELIVERIES {
+                } else if q.shared && (count < SHARED_REDELIVERIES || young) {
                     // Probably another node's (published before reply_to): let another consumer take it.
                     self.stats.returned.fetch_add(1, Ordering::Relaxed);
                     let requeue = BasicNackOptions {
