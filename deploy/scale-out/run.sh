@@ -207,10 +207,12 @@ extra=$(comm -13 "$WORK/accepted.txt" "$WORK/delivered.txt" | wc -l)
 
 # Every id a node answered 202 must reach `delivered` in that node's own outbox (GET /v1/messages/ID on
 # the node: the record's timeline holds `delivered`). Only ids not yet seen delivered are asked again.
+# A failed curl or no match yet is "not delivered yet" (under `set -e -o pipefail` it used to end the
+# script silently, with no verdict).
 delivered_on() {
-  sed "s|^|http://127.0.0.1:$(http_port "$1")/v1/messages/|" "$2" \
-    | xargs -r -n 200 curl -s -w '\n' 2>/dev/null \
-    | grep -F '"state":"delivered"' | sed -E 's/^\{"message_id":"([^"]*)".*/\1/' | sort -u
+  { sed "s|^|http://127.0.0.1:$(http_port "$1")/v1/messages/|" "$2" \
+    | xargs -r -n 200 curl -s -w '\n' 2>/dev/null || true; } \
+    | { grep -F '"state":"delivered"' || true; } | sed -E 's/^\{"message_id":"([^"]*)".*/\1/' | sort -u
 }
 deadline=$((SECONDS + DRAIN))
 not_delivered=0
