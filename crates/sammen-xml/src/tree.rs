@@ -127,6 +127,7 @@ impl<'t> Document<'t> {
 /// Could `s` be an XML name without a colon (NCName)? quick-xml accepts `< />` and `<:/>` (found by
 /// fuzzing), so names are checked here. Only the first character is classified: quick-xml already ends a
 /// name at whitespace, `/`, `>` and `=`, and a full scan per name cost ~10% of validation (callgrind).
+#[inline]
 fn is_ncname(s: &str) -> bool {
     match s.as_bytes().first() {
         Some(&c) if c.is_ascii() => c.is_ascii_alphabetic() || c == b'_',
@@ -248,11 +249,14 @@ fn has_cr(s: &str) -> bool {
 }
 
 /// Index of the first `:` in `b`.
+#[inline]
 fn find_colon(b: &[u8]) -> Option<usize> {
     swar_find(b, |w| zero_bytes(w ^ (LO * u64::from(b':'))), |c| c == b':')
 }
 
 /// Split a qualified name (`NCName` or `NCName:NCName`) into (prefix or "", local); `None` if invalid.
+/// Inlined: it runs for every tag (with the attribute fast path in `start`, -1.7% instructions per letter).
+#[inline]
 fn split_qname(s: &str) -> Option<(&str, &str)> {
     let (prefix, local) = match find_colon(s.as_bytes()) {
         Some(i) => (&s[..i], &s[i + 1..]),
@@ -1112,7 +1116,8 @@ impl<'t, 'a> Builder<'t, 'a> {
                 let span = self.tag_attrs.get(i);
                 self.attribute(attrs, span, storing, offset, &mut n_attrs)?;
             }
-        } else {
+        } else if !attrs.is_empty() {
+            // Most tags have no attributes: then no scanner is set up.
             let mut scan = AttrScan::new(attrs);
             while let Some(span) = scan.next_span() {
                 let span = span.map_err(|BadAttr| bad_attribute(offset))?;
