@@ -600,8 +600,7 @@ impl<'d> Node<'d> {
     pub fn name_is(&self, local: &str) -> bool {
         let r = self.rec();
         // Lengths first: most siblings differ there, without slicing or a memcmp call.
-        r.name.len as usize == local.len()
-            && same_bytes(self.doc.name_bytes(r), local.as_bytes())
+        r.name.len as usize == local.len() && same_bytes(self.doc.name_bytes(r), local.as_bytes())
     }
 
     /// True when both elements are in the same namespace.
@@ -1637,6 +1636,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn blank_test_sees_every_byte_at_every_position() {
+        for fill in [b' ', b'\n', b'\t', b'\r', 0x0C] {
+            for len in 0..20 {
+                for at in 0..len {
+                    for byte in 0..=255u8 {
+                        let mut b = vec![fill; len];
+                        b[at] = byte;
+                        assert_eq!(is_ascii_blank(&b), byte.is_ascii_whitespace(), "{b:?}");
+                    }
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn word_searches_agree_with_byte_loops(bytes in proptest::collection::vec(
@@ -1665,6 +1679,20 @@ mod tests {
             let xmlns = format!("{text}xmlns{text}");
             proptest::prop_assert!(mentions_xmlns(&xmlns));
             proptest::prop_assert_eq!(mentions_xmlns(&text), text.contains("xmlns"));
+        }
+
+        #[test]
+        fn blank_test_agrees_with_byte_loop(bytes in proptest::collection::vec(
+            // White space mostly, so that long blank runs occur; and the bytes next to it.
+            proptest::sample::select(vec![b' ', b' ', b' ', b'\n', b'\t', b'\r', 0x0C, 0x0B, 0x1F, 0x21, 0xA0, 0x00, 0x80, b'a']),
+            0..40,
+        )) {
+            let reference = |b: &[u8]| b.iter().all(u8::is_ascii_whitespace);
+            proptest::prop_assert_eq!(is_ascii_blank(&bytes), reference(&bytes));
+            // Blank prefixes of every length, so each word and tail position sees the odd byte.
+            for cut in 0..bytes.len() {
+                proptest::prop_assert_eq!(is_ascii_blank(&bytes[..cut]), reference(&bytes[..cut]));
+            }
         }
 
         #[test]
