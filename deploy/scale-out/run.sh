@@ -237,7 +237,18 @@ for i in 1 2; do
 done
 log "quorum members of sammen.inbox.5790001348120: $(rmq_env "$RMQ_BIN/rabbitmq-queues" -q -n "$(node 1)" quorum_status sammen.inbox.5790001348120 2>/dev/null | grep -c sammen-so || true)"
 log "202 answers $answered_202 (distinct ids $accepted); distinct ids delivered $delivered; missing $missing; delivered without a 202 $extra; not delivered on the accepting node $not_delivered"
-if [ "$missing" -eq 0 ] && [ "$answered_202" -eq "$accepted" ] && [ "$not_delivered" -eq 0 ]; then
+# Each node must consume its own receipts queue (the reply_to of what it publishes). Without it every
+# receipt goes through the shared queue, and the run passes only while the nodes happen to bounce each
+# other's receipts in time (a refactoring once dropped that wiring unnoticed).
+own_queue=0
+for i in 1 2; do
+  if grep -F '"message":"receipts: consuming"' "$WORK/sammen$i/stderr" | grep -qE '"queue":"sammen\.receipts\.[^"]+"'; then
+    own_queue=$((own_queue + 1))
+  else
+    log "node $i does not consume a receipts queue of its own (see $WORK/sammen$i/stderr)"
+  fi
+done
+if [ "$missing" -eq 0 ] && [ "$answered_202" -eq "$accepted" ] && [ "$not_delivered" -eq 0 ] && [ "$own_queue" -eq 2 ]; then
   OK=1
   log "PASS: every message that got a 202 was delivered (once in effect: subscribers dedupe by message id) and is delivered in the outbox of the node that accepted it"
   exit 0

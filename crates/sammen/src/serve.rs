@@ -1,6 +1,7 @@
 //! `sammen serve`: store, outbox, bus, relay and ingress wired together, with graceful shutdown.
 
 use anyhow::{bail, Context, Result};
+use sammen_bus::receipts::node_receipts_queue;
 use sammen_bus::{AmqpBus, AmqpConfig, Bus, EmbeddedBus, Topology};
 use sammen_bus_store::StoreQueueStore;
 use sammen_config::{BusKind, Config, StoreBackend};
@@ -40,6 +41,43 @@ pub fn topology(cfg: &Config) -> Topology {
     } else {
         Topology::namespaced(&cfg.bus.namespace)
     }
+}
+
+/// File in the data dir holding the generated node name (`[bus] node` unset).
+const NODE_FILE: &str = "node-id";
+
+/// This node's name (its receipts queue is `sammen.receipts.<node>`): `[bus] node`, or an id generated
+/// on the first start and kept in the data dir, so receipts for messages published before a restart
+/// still find their queue.
+pub fn node_name(cfg: &Config) -> Result<String> {
+    if let Some(n) = &cfg.bus.node {
+        return Ok(n.clone());
+    }
+    let path = cfg.data_dir.join(NODE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let n = s.trim().to_string();
+            sammen_bus::receipts::check_node_name(&n)
+                .with_context(|| format!("{}: not a node name", path.display()))?;
+            return Ok(n);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let n = format!("node-{:016x}", fastrand::u64(..));
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    // Durable before any message is published with it as reply_to.
+    let tmp = cfg.data_dir.join(format!("{NODE_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{n}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&cfg.data_dir)?.sync_all()
+    };
+    write().with_context(|| format!("writing {}", path.display()))?;
+    Ok(n)
 }
 
 /// How often gauges (outbox, bus, inboxes, audit, certificates) are sampled.
@@ -82,6 +120,10 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
         .with_observer(ack_observer),
     );
     let topo = topology(&cfg);
+    let node = match cfg.bus.kind {
+        BusKind::Amqp => Some(node_name(&cfg)?),
+        BusKind::Embedded => None,
+    };
     let glns: Vec<String> = cfg.receivers.iter().map(|r| r.gln.clone()).collect();
     // Kept apart for the sampler: only the embedded bus can tell its inbox depths.
     let mut embedded = None;
@@ -98,6 +140,11 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
             };
             let mut ac = AmqpConfig::new(url);
             ac.topology = topo.clone();
+            // Receipts for what this node publishes come back to this node (several nodes, issue #6).
+            ac.reply_to = match &node {
+                Some(n) => Some(node_receipts_queue(&topo, n).context("bus.node")?),
+                None => None,
+            };
             ac.receivers = glns.clone();
             ac.window = cfg.limits.in_flight;
             ac.confirm_timeout = cfg.bus.confirm_timeout;
@@ -144,6 +191,13 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
     );
 
     let inbox_registry = ingress.inbox().clone();
+    // An inbox ack for a message another node published goes to that node's receipts queue.
+    if let (BusKind::Amqp, Some(url)) = (&cfg.bus.kind, &cfg.bus.url) {
+        inbox_registry.forward_receipts(Arc::new(sammen_subscriber::AmqpReceiptSink::new(
+            url.clone(),
+            sammen_bus::receipts::receipts_queue(&topo),
+        )));
+    }
 
     // HTTPS (dev PKI when none is configured) and/or plain HTTP on loopback when asked for.
     let front = crate::serve_tls::bind(&cfg, &telemetry).await?;
@@ -229,19 +283,21 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
         }
         _ => None,
     };
-    let receipts_task = match (&cfg.bus.kind, &cfg.bus.url) {
-        (BusKind::Amqp, Some(url)) => Some(tokio::spawn(receipts::run_amqp_receipts(
-            outbox.clone(),
-            url.clone(),
-            topo.clone(),
-            sammen_backoff::ExponentialBackoff::default(),
-            stop.child_token(),
-        ))),
+    // This node's receipts queue and the shared one (receipts for messages published without reply_to).
+    let receipts_task = match (&cfg.bus.url, &node) {
+        (Some(url), Some(node)) => {
+            let r = receipts::AmqpReceipts::new(outbox.clone(), url.clone(), topo.clone())
+                .with_node(node)
+                .context("bus.node")?
+                .with_telemetry(telemetry.clone());
+            Some(tokio::spawn(r.run(stop.child_token())))
+        }
         _ => None,
     };
     info!(
         listen = %front.describe(),
         bus = bus.status().kind,
+        node = node.as_deref().unwrap_or("-"),
         store = store.backend_name(),
         data_dir = %cfg.data_dir.display(),
         receivers = cfg.receivers.len(),
@@ -324,5 +380,37 @@ async fn shutdown_signal(term: TermSignal) {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_node_name_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let first = node_name(&cfg).unwrap();
+        sammen_bus::receipts::check_node_name(&first).unwrap();
+        assert_eq!(node_name(&cfg).unwrap(), first, "same data dir, same name");
+        assert_ne!(
+            node_name(&Config {
+                data_dir: dir.path().join("other"),
+                ..Config::default()
+            })
+            .unwrap(),
+            first
+        );
+        // A configured name wins; a damaged file is refused rather than replaced (the queue would change).
+        cfg.bus.node = Some("sammen-a".into());
+        assert_eq!(node_name(&cfg).unwrap(), "sammen-a");
+        cfg.bus.node = None;
+        std::fs::write(cfg.data_dir.join(NODE_FILE), "not a name\n").unwrap();
+        assert!(node_name(&cfg).is_err());
     }
 }
