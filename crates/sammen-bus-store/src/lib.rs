@@ -42,7 +42,7 @@
 
 mod codec;
 
-use sammen_bus::embedded::QueueSummary;
+use sammen_bus::embedded::{QueueSummary, ReadBudget};
 use sammen_bus::{EmbeddedQueueStore, StoredMessage};
 use sammen_store::{Batch, FjallStore, SledStore, Store};
 use std::path::Path;
@@ -232,16 +232,16 @@ impl EmbeddedQueueStore for StoreQueueStore {
         let end = sammen_store::prefix_end(&prefix);
         let mut key = codec::message_key(queue, from).map_err(|e| err(&e))?;
         let mut out = Vec::new();
-        let mut bytes = 0usize;
+        let mut budget = ReadBudget::new(limit, max_bytes);
         // Small pages: a page's values are all in memory at once, and messages may be 10 MiB each.
-        while out.len() < limit {
+        while budget.messages_left() > 0 {
             let page = self
                 .store
                 .range(
                     TREE_MESSAGES,
                     &key,
                     end.as_deref(),
-                    READ_PAGE.min(limit - out.len()),
+                    READ_PAGE.min(budget.messages_left()),
                 )
                 .map_err(|e| err(&e))?;
             let Some((last, _)) = page.last() else { break };
@@ -256,8 +256,7 @@ impl EmbeddedQueueStore for StoreQueueStore {
                 if let Some(c) = self.store.get(TREE_COUNTS, &k).map_err(|e| err(&e))? {
                     m.delivery_count = codec::count(&c).map_err(|e| err(&e))?;
                 }
-                bytes = bytes.saturating_add(m.size());
-                if !out.is_empty() && bytes > max_bytes {
+                if !budget.take(&m) {
                     return Ok(out);
                 }
                 out.push(m);

@@ -22,7 +22,8 @@
 mod store;
 
 pub use store::{
-    take_within, EmbeddedQueueStore, MemoryQueueStore, QueueSummary, StoredMessage, StoredQueues,
+    take_within, EmbeddedQueueStore, MemoryQueueStore, QueueSummary, ReadBudget, StoredMessage,
+    StoredQueues,
 };
 
 use crate::bus::{

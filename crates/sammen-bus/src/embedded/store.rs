@@ -99,25 +99,52 @@ pub trait EmbeddedQueueStore: Send + Sync + 'static {
     }
 }
 
+/// What a [`EmbeddedQueueStore::read`] may still take: `limit` messages and `max_bytes` of their
+/// [`size`](StoredMessage::size)s, the first message whatever its size. Shared by every store, so they
+/// all cut a read at the same place.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBudget {
+    messages: usize,
+    bytes: usize,
+    taken: usize,
+}
+
+impl ReadBudget {
+    /// A budget of `limit` messages and `max_bytes` bytes.
+    pub fn new(limit: usize, max_bytes: usize) -> Self {
+        ReadBudget {
+            messages: limit,
+            bytes: max_bytes,
+            taken: 0,
+        }
+    }
+
+    /// Messages it may still take.
+    pub fn messages_left(&self) -> usize {
+        self.messages
+    }
+
+    /// Charge `m`; `false` (nothing charged) when it does not fit.
+    pub fn take(&mut self, m: &StoredMessage) -> bool {
+        let size = m.size();
+        if self.messages == 0 || (self.taken > 0 && size > self.bytes) {
+            return false;
+        }
+        self.messages -= 1;
+        self.bytes = self.bytes.saturating_sub(size);
+        self.taken += 1;
+        true
+    }
+}
+
 /// Keep messages from an ordered iterator while they fit `limit` and `max_bytes` (the first always).
 pub fn take_within<I: IntoIterator<Item = StoredMessage>>(
     msgs: I,
     limit: usize,
     max_bytes: usize,
 ) -> Vec<StoredMessage> {
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    for m in msgs {
-        if out.len() >= limit {
-            break;
-        }
-        bytes = bytes.saturating_add(m.size());
-        if !out.is_empty() && bytes > max_bytes {
-            break;
-        }
-        out.push(m);
-    }
-    out
+    let mut budget = ReadBudget::new(limit, max_bytes);
+    msgs.into_iter().take_while(|m| budget.take(m)).collect()
 }
 
 /// An [`EmbeddedQueueStore`] in memory: durable only as long as the process (share it in an `Arc` to
