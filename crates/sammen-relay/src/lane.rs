@@ -78,9 +78,9 @@ pub(crate) struct Scan {
 
 /// Up to `limit` rows of the lane from `cursor` on, skipping rows already in flight; the next scan
 /// starts after the last key seen, or **at** a queued row whose state or payload is not readable: a
-/// queue key is never passed over on the strength of a read that may have raced its commit (fjall can
-/// show one tree's part of a batch before another's while a memtable rotates), or the row would wait
-/// for a restart.
+/// queue key is never passed over on the strength of a read that may have raced its commit, or the row
+/// would wait for a restart (it did, when fjall showed one tree's part of a batch before another's;
+/// `sammen-store` now keeps reads to whole groups, this keeps the relay safe whatever the store does).
 pub(crate) fn read(
     outbox: &SharedOutbox,
     prefix: Vec<u8>,

