@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// what subscribers received).
     #[arg(long)]
     accepted_ids: Option<PathBuf>,
+    /// Audit cost on the real accept path: spawn two brokers, audit log on and off, and post --messages
+    /// to each in this many alternating rounds; prints broker CPU per accepted message and the audit's share.
+    #[arg(long, value_name = "ROUNDS", requires = "spawn", conflicts_with_all = ["rate", "duration", "baseline"])]
+    audit_share: Option<u32>,
 }
 
 const DEFAULT_AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -497,7 +501,7 @@ impl Spawned {
     }
 }
 
-fn spawn_broker(a: &BenchArgs) -> Result<(Spawned, String)> {
+fn spawn_broker(a: &BenchArgs, audit: bool) -> Result<(Spawned, String)> {
     let dir = match &a.spawn_dir {
         Some(p) => tempfile::Builder::new()
             .prefix("sammen-bench")
@@ -513,6 +517,9 @@ fn spawn_broker(a: &BenchArgs) -> Result<(Spawned, String)> {
         "data_dir = {:?}\n[store]\nbackend = \"{store}\"\n[limits]\noutbox_max_depth = 100000000\n",
         dir.path().join("data").display().to_string()
     );
+    if !audit {
+        cfg.push_str("[audit]\nenabled = false\n");
+    }
     if let Some(url) = &a.amqp_url {
         cfg.push_str(&format!(
             "[bus]\nkind = \"amqp\"\nurl = {url:?}\nnamespace = {:?}\nnode = {SPAWNED_NODE:?}\n",
@@ -646,7 +653,7 @@ struct ClientOut {
 }
 
 struct Load {
-    templates: Vec<Template>,
+    templates: Arc<Vec<Template>>,
     pad_to: Option<usize>,
     next: AtomicU64,
     limit: Option<u64>,
@@ -754,12 +761,15 @@ async fn run(mut a: BenchArgs) -> Result<()> {
             }
         }
     }
+    if let Some(rounds) = a.audit_share {
+        return audit_share(&a, templates, rounds).await;
+    }
     let mut spawned = None;
     if a.spawn {
         if a.amqp_url.is_some() && a.namespace.is_empty() {
             a.namespace = format!("bench{}x{}", std::process::id(), fastrand::u32(..));
         }
-        let (s, url) = spawn_broker(&a)?;
+        let (s, url) = spawn_broker(&a, true)?;
         a.url = url;
         spawned = Some(s);
     }
@@ -780,6 +790,174 @@ async fn run(mut a: BenchArgs) -> Result<()> {
         }
     }
     r
+}
+
+// ---------------------------------------------------------------------------------------------------
+// `--audit-share`: the audit log's cost on the real accept path.
+
+/// One spawned broker of an audit-share run and what its rounds measured.
+struct ShareSide {
+    name: &'static str,
+    broker: Spawned,
+    target: Arc<Target>,
+    /// Per round: (accepted, broker CPU seconds, wall seconds).
+    rounds: Vec<(u64, f64, f64)>,
+}
+
+/// Two spawned brokers, audit log on and off, same config otherwise; `rounds` alternating rounds of
+/// `--messages` closed-loop posts each (the side going first alternates too), so drift of a shared machine
+/// hits both alike. The broker's CPU per accepted message counts everything it does for the message:
+/// TLS-less HTTP, validation, the durable accept and the relay's publish into the embedded bus (with the
+/// audit on: the `received`, `accepted` and `published` leaves and amortised checkpoint signing).
+async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Result<()> {
+    if a.amqp_url.is_some() {
+        bail!("--audit-share runs two spawned brokers on the embedded bus; drop --amqp-url");
+    }
+    if rounds == 0 {
+        bail!("--audit-share needs at least one round");
+    }
+    let n = a.messages.unwrap_or(4_000);
+    let templates = Arc::new(templates);
+    let mut sides = Vec::new();
+    for (name, audit) in [("audit on", true), ("audit off", false)] {
+        let (broker, url) = spawn_broker(a, audit)?;
+        let target = Arc::new(target(&url, a)?);
+        sides.push(ShareSide {
+            name,
+            broker,
+            target,
+            rounds: Vec::new(),
+        });
+    }
+    println!(
+        "sammen bench --audit-share: {rounds} rounds of {n} messages per side, {} clients, {} examples, two spawned brokers (store {:?}, embedded bus)",
+        a.clients,
+        templates.len(),
+        a.store
+    );
+    let mut result = Ok(());
+    'rounds: for r in 0..rounds {
+        let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            match share_round(&sides[i], &templates, a, n).await {
+                Ok(m) => sides[i].rounds.push(m),
+                Err(e) => {
+                    result = Err(e.context(format!("round {} ({})", r + 1, sides[i].name)));
+                    break 'rounds;
+                }
+            }
+        }
+        let (on, off) = (&sides[0].rounds[r as usize], &sides[1].rounds[r as usize]);
+        println!(
+            "round {:>2}: audit on {:>4.0} us CPU/accept ({:>5.0} accepts/s), off {:>4.0} us ({:>5.0} accepts/s): share {:>5.1}%",
+            r + 1,
+            per_accept_us(on),
+            on.0 as f64 / on.2,
+            per_accept_us(off),
+            off.0 as f64 / off.2,
+            (per_accept_us(on) / per_accept_us(off) - 1.0) * 100.0
+        );
+    }
+    if result.is_ok() {
+        let total = |s: &ShareSide| {
+            s.rounds
+                .iter()
+                .fold((0, 0.0, 0.0), |t, m| (t.0 + m.0, t.1 + m.1, t.2 + m.2))
+        };
+        let (on, off) = (total(&sides[0]), total(&sides[1]));
+        let mut shares: Vec<f64> = sides[0]
+            .rounds
+            .iter()
+            .zip(&sides[1].rounds)
+            .map(|(x, y)| per_accept_us(x) / per_accept_us(y) - 1.0)
+            .collect();
+        shares.sort_by(f64::total_cmp);
+        println!(
+            "broker CPU per accepted message: audit on {:.0} us, off {:.0} us: audit share of CPU {:.1}% overall, {:.1}% median round (min {:.1}%, max {:.1}%); wall: {:.0} vs {:.0} accepts/s ({:.1}%)",
+            per_accept_us(&on),
+            per_accept_us(&off),
+            (per_accept_us(&on) / per_accept_us(&off) - 1.0) * 100.0,
+            shares[shares.len() / 2] * 100.0,
+            shares[0] * 100.0,
+            shares[shares.len() - 1] * 100.0,
+            on.0 as f64 / on.2,
+            off.0 as f64 / off.2,
+            ((off.0 as f64 / off.2) / (on.0 as f64 / on.2) - 1.0) * 100.0
+        );
+    }
+    for s in sides {
+        if result.is_err() {
+            eprintln!(
+                "{} broker log:\n{}",
+                s.name,
+                std::fs::read_to_string(&s.broker.log).unwrap_or_default()
+            );
+        }
+        s.broker.stop();
+    }
+    result
+}
+
+fn per_accept_us(m: &(u64, f64, f64)) -> f64 {
+    m.1 * 1e6 / (m.0.max(1) as f64)
+}
+
+/// One closed-loop round against one broker: (accepted, broker CPU seconds until idle again, wall seconds).
+async fn share_round(
+    side: &ShareSide,
+    templates: &Arc<Vec<Template>>,
+    a: &BenchArgs,
+    n: u64,
+) -> Result<(u64, f64, f64)> {
+    let pid = side.broker.child.id();
+    let c0 = idle_cpu(pid).await?;
+    let t0 = Instant::now();
+    let load = Arc::new(Load {
+        templates: templates.clone(),
+        pad_to: a.size,
+        next: AtomicU64::new(0),
+        limit: Some(n),
+        end: None,
+        rate: None,
+        t0,
+        track: false,
+        answered: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let tasks: Vec<_> = (0..a.clients)
+        .map(|_| tokio::spawn(client(load.clone(), side.target.clone())))
+        .collect();
+    let (mut accepted, mut problem) = (0, None);
+    for t in tasks {
+        let o = t.await.context("a client task panicked")?;
+        accepted += o.accepted;
+        problem = problem.or(o.first_problem);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    if accepted < n {
+        bail!(
+            "{accepted} of {n} accepted: {}",
+            problem.unwrap_or_else(|| "busy or duplicate answers".into())
+        );
+    }
+    // The relay publishes after the 202: its work is part of the message's cost, so wait for it.
+    let c1 = idle_cpu(pid).await?;
+    Ok((accepted, c1 - c0, wall))
+}
+
+/// The broker's CPU seconds once it is idle (at most one clock tick in 300 ms; 60 s at most).
+async fn idle_cpu(pid: u32) -> Result<f64> {
+    let read = || cpu_secs(pid).context("the broker's /proc/PID/stat is not readable");
+    let mut last = read()?;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = read()?;
+        if now - last <= 1.5 / CLK_TCK {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 fn receivers(a: &BenchArgs) -> Vec<String> {
@@ -906,7 +1084,7 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
 
     let t0 = Instant::now();
     let load = Arc::new(Load {
-        templates,
+        templates: Arc::new(templates),
         pad_to: a.size,
         next: AtomicU64::new(0),
         limit,
