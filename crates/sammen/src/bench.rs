@@ -100,6 +100,10 @@ pub struct BenchArgs {
     /// to each in this many alternating rounds; prints broker CPU per accepted message and the audit's share.
     #[arg(long, value_name = "ROUNDS", requires = "spawn", conflicts_with_all = ["rate", "duration", "baseline"])]
     audit_share: Option<u32>,
+    /// Write each accepted message's send time (ms since the start) and accept latency (µs) here, one
+    /// pair per line, to see whether slow answers cluster (stalls) or spread.
+    #[arg(long)]
+    latency_log: Option<PathBuf>,
 }
 
 const DEFAULT_AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -642,6 +646,8 @@ async fn start_subscriber(
 struct ClientOut {
     /// Accept latencies (µs) of 202 answers.
     lat_us: Vec<u64>,
+    /// (send time in ms since the start, latency in µs), with `--latency-log`.
+    timeline: Vec<(u64, u64)>,
     /// message id → when its POST was sent (only with a subscriber).
     sent: Vec<(String, Instant)>,
     accepted: u64,
@@ -661,6 +667,7 @@ struct Load {
     rate: Option<f64>,
     t0: Instant,
     track: bool,
+    timeline: bool,
     answered: AtomicU64,
     stop: AtomicBool,
 }
@@ -696,7 +703,12 @@ async fn client(load: Arc<Load>, target: Arc<Target>) -> ClientOut {
         load.answered.fetch_add(1, Ordering::Relaxed);
         match r {
             Ok((202, _)) => {
-                out.lat_us.push(from.elapsed().as_micros() as u64);
+                let lat = from.elapsed().as_micros() as u64;
+                out.lat_us.push(lat);
+                if load.timeline {
+                    let at = from.saturating_duration_since(load.t0).as_millis() as u64;
+                    out.timeline.push((at, lat));
+                }
                 out.accepted += 1;
                 if load.track {
                     out.sent.push((mid, sent));
@@ -921,6 +933,7 @@ async fn share_round(
         rate: None,
         t0,
         track: false,
+        timeline: false,
         answered: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -1092,6 +1105,7 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
         rate: a.rate,
         t0,
         track: sub.is_some() || a.accepted_ids.is_some(),
+        timeline: a.latency_log.is_some(),
         answered: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -1128,6 +1142,7 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
     for t in tasks {
         let o = t.await.context("a client task panicked")?;
         all.lat_us.extend(o.lat_us);
+        all.timeline.extend(o.timeline);
         all.sent.extend(o.sent);
         all.accepted += o.accepted;
         all.duplicate += o.duplicate;
@@ -1157,6 +1172,14 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
     );
     if let Some(p) = &all.first_problem {
         println!("first problem: {p}");
+    }
+    if let Some(path) = &a.latency_log {
+        all.timeline.sort_unstable();
+        let mut text = String::with_capacity(all.timeline.len() * 16);
+        for (at, lat) in &all.timeline {
+            text.push_str(&format!("{at} {lat}\n"));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &a.accepted_ids {
         let mut text = String::with_capacity(all.sent.len() * 40);
