@@ -152,17 +152,87 @@ impl<B: Backend> Shared<B> {
         Ok(merged)
     }
 
-    fn apply(&self, jobs: &[Job]) -> Result<(), StoreError> {
+    /// Apply and sync one group; on success, how long its phases took.
+    fn apply(&self, jobs: &[Job]) -> Result<GroupTimes, StoreError> {
+        let t0 = Instant::now();
         let merged = self.merge(jobs)?;
         let engine = self.engine()?;
+        let t1 = Instant::now();
         catch_unwind(AssertUnwindSafe(|| {
             {
                 let _applying = self.gate.write().unwrap_or_else(|p| p.into_inner());
                 engine.write(&merged)?;
             }
-            engine.sync()
+            let t2 = Instant::now();
+            engine.sync()?;
+            Ok(GroupTimes {
+                batches: jobs.len(),
+                merge: t1 - t0,
+                write: t2 - t1,
+                sync: t2.elapsed(),
+            })
         }))
         .unwrap_or_else(|_| Err(panicked(B::NAME, "commit")))
+    }
+}
+
+/// Where one group commit's time went.
+#[derive(Clone, Copy, Debug, Default)]
+struct GroupTimes {
+    batches: usize,
+    merge: Duration,
+    write: Duration,
+    sync: Duration,
+}
+
+impl GroupTimes {
+    fn total(&self) -> Duration {
+        self.merge + self.write + self.sync
+    }
+}
+
+/// A group commit slower than this made every waiter of the group wait as long: counted and reported.
+const SLOW_GROUP: Duration = Duration::from_millis(20);
+/// At most one report per this interval, so a slow disk cannot flood the log.
+const SLOW_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Slow group commits since the last report, and the worst of them.
+#[derive(Default)]
+struct SlowGroups {
+    count: u64,
+    worst: GroupTimes,
+    reported: Option<Instant>,
+}
+
+impl SlowGroups {
+    fn record(&mut self, backend: &'static str, t: GroupTimes) {
+        if t.total() < SLOW_GROUP {
+            return;
+        }
+        self.count += 1;
+        if t.total() > self.worst.total() {
+            self.worst = t;
+        }
+        let now = Instant::now();
+        if self.reported.is_some_and(|r| now - r < SLOW_REPORT_EVERY) {
+            return;
+        }
+        // A slow disk (or a busy one: the engine's own flushes) shows here first.
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::warn!(
+            backend,
+            slow_groups = self.count,
+            worst_ms = ms(self.worst.total()),
+            worst_batches = self.worst.batches,
+            worst_merge_ms = ms(self.worst.merge),
+            worst_write_ms = ms(self.worst.write),
+            worst_sync_ms = ms(self.worst.sync),
+            "slow group commits (over 20 ms) since the last report"
+        );
+        *self = SlowGroups {
+            reported: Some(now),
+            ..SlowGroups::default()
+        };
     }
 }
 
@@ -224,6 +294,7 @@ impl<B: Backend> GroupStore<B> {
 }
 
 fn committer<B: Backend>(shared: &Shared<B>, rx: &mpsc::Receiver<Job>) {
+    let mut slow = SlowGroups::default();
     while let Ok(first) = rx.recv() {
         let mut bytes = first.batch.size_bytes();
         let mut jobs = vec![first];
@@ -236,7 +307,7 @@ fn committer<B: Backend>(shared: &Shared<B>, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let result = shared.apply(&jobs);
+        let result = shared.apply(&jobs).map(|t| slow.record(B::NAME, t));
         if result.is_err() {
             shared.close_engine();
         } else {
