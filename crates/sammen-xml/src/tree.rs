@@ -12,6 +12,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::QName;
 use quick_xml::Reader;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashSet;
 
 const NONE: u32 = u32::MAX;
@@ -53,7 +54,7 @@ struct AttrRec {
 /// It borrows the parsed text: an element whose text is one unaltered piece of the input (the usual
 /// case) points there instead of holding a copy: copying a VANS envelope's base64 payload, one 25 KB
 /// text, was 3% of validating the envelope (callgrind).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Document<'t> {
     input: &'t str,
     arena: String,
@@ -852,6 +853,33 @@ struct Builder<'t, 'a> {
 
 impl<'t, 'a> Builder<'t, 'a> {
     fn new(text: &'t str, limits: &'a Limits, opaque_ns: &'a [&'a str]) -> Self {
+        let DocBufs {
+            mut arena,
+            mut nodes,
+            mut attrs,
+            mut namespaces,
+        } = SPARE_DOC.with(Cell::take);
+        let BuildBufs {
+            bufs,
+            mut bindings,
+            mut prefixes,
+        } = SPARE_BUILD.with(Cell::take);
+        // Sized from the examples (callgrind): growing these was ~5% of validation. What is stored is
+        // at most as long as in the input, so the arena rarely grows.
+        arena.clear();
+        arena.reserve(text.len());
+        nodes.clear();
+        nodes.reserve(text.len() / 24);
+        attrs.clear();
+        attrs.reserve(text.len() / 32);
+        namespaces.clear();
+        namespaces.reserve(4);
+        namespaces.push(Span::default());
+        // Small capacities up front: growing these was ~3% of a small letter (callgrind).
+        bindings.clear();
+        bindings.reserve(8);
+        // Prefixes: allocated at the first prefixed declaration (most messages only declare defaults).
+        prefixes.clear();
         Builder {
             text,
             limits,
@@ -859,24 +887,17 @@ impl<'t, 'a> Builder<'t, 'a> {
             opaque_ids: u64::from(opaque_ns.contains(&"")),
             doc: Document {
                 input: text,
-                // Sized from the examples (callgrind): growing these was ~5% of validation.
-                // What is stored is at most as long as in the input, so this rarely grows.
-                arena: String::with_capacity(text.len()),
-                nodes: Vec::with_capacity(text.len() / 24),
-                attrs: Vec::with_capacity(text.len() / 32),
-                namespaces: {
-                    let mut v = Vec::with_capacity(4);
-                    v.push(Span::default());
-                    v
-                },
+                arena,
+                nodes,
+                attrs,
+                namespaces,
             },
             stack: Vec::with_capacity(32),
-            bufs: Vec::new(),
+            // Join buffers keep their capacity from the last document; they are cleared before use.
+            bufs,
             opaque_depth: 0,
-            // Small capacities up front: growing these was ~3% of a small letter (callgrind).
-            bindings: Vec::with_capacity(8),
-            // Allocated at the first prefixed declaration: most messages only declare defaults.
-            prefixes: String::new(),
+            bindings,
+            prefixes,
             root_closed: false,
             tag_attrs: TagAttrs::default(),
             default_ns: None,
@@ -1428,7 +1449,73 @@ impl<'t, 'a> Builder<'t, 'a> {
                 reason: "element is not closed",
             });
         }
-        Ok(self.doc)
+        Ok(std::mem::take(&mut self.doc))
+    }
+}
+
+/// Buffers a finished parse leaves for the next one on the same thread. Allocating them afresh for
+/// every message (glibc's slow path: the arena and node vector are over a kilobyte) was ~2% of
+/// validating a small letter (callgrind). Buffers above [`SPARE_MAX_BYTES`] are freed instead, so a
+/// thread never holds on to more than that after a large message.
+#[derive(Default)]
+struct DocBufs {
+    arena: String,
+    nodes: Vec<NodeRec>,
+    attrs: Vec<AttrRec>,
+    namespaces: Vec<Span>,
+}
+
+/// The builder's own reusable buffers (see [`DocBufs`]).
+#[derive(Default)]
+struct BuildBufs {
+    bufs: Vec<String>,
+    bindings: Vec<(Span, u16)>,
+    prefixes: String,
+}
+
+const SPARE_MAX_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static SPARE_DOC: Cell<DocBufs> = Cell::new(DocBufs::default());
+    static SPARE_BUILD: Cell<BuildBufs> = Cell::new(BuildBufs::default());
+}
+
+impl Drop for Document<'_> {
+    fn drop(&mut self) {
+        let bytes = self.arena.capacity()
+            + self.nodes.capacity() * std::mem::size_of::<NodeRec>()
+            + self.attrs.capacity() * std::mem::size_of::<AttrRec>()
+            + self.namespaces.capacity() * std::mem::size_of::<Span>();
+        // Nothing to keep (a taken-from or default document), or too much.
+        if self.nodes.capacity() == 0 || bytes > SPARE_MAX_BYTES {
+            return;
+        }
+        let spare = DocBufs {
+            arena: std::mem::take(&mut self.arena),
+            nodes: std::mem::take(&mut self.nodes),
+            attrs: std::mem::take(&mut self.attrs),
+            namespaces: std::mem::take(&mut self.namespaces),
+        };
+        // `try_with`: during thread teardown the slot may be gone; then the buffers are just freed.
+        let _ = SPARE_DOC.try_with(|s| s.set(spare));
+    }
+}
+
+impl Drop for Builder<'_, '_> {
+    fn drop(&mut self) {
+        let bytes = self.bufs.iter().map(String::capacity).sum::<usize>()
+            + self.bufs.capacity() * std::mem::size_of::<String>()
+            + self.bindings.capacity() * std::mem::size_of::<(Span, u16)>()
+            + self.prefixes.capacity();
+        if bytes > SPARE_MAX_BYTES {
+            return;
+        }
+        let spare = BuildBufs {
+            bufs: std::mem::take(&mut self.bufs),
+            bindings: std::mem::take(&mut self.bindings),
+            prefixes: std::mem::take(&mut self.prefixes),
+        };
+        let _ = SPARE_BUILD.try_with(|s| s.set(spare));
     }
 }
 
