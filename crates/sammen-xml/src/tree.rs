@@ -662,6 +662,17 @@ impl<'d> Node<'d> {
             .find(|c| c.rec().ns == ns && c.name_is(local))
     }
 
+    /// Children named `local` in any namespace, in document order. Scans the records directly: the
+    /// OIOXML rules' child lookups through [`Node::children`] were ~3% of validating a small letter.
+    #[inline]
+    pub fn children_local<'l>(&self, local: &'l str) -> LocalChildren<'d, 'l> {
+        LocalChildren {
+            doc: self.doc,
+            next: self.rec().first_child,
+            local,
+        }
+    }
+
     /// All children `{ns}local` in this element's own namespace.
     pub fn children_named(&self, local: &'d str) -> impl Iterator<Item = Node<'d>> + 'd {
         let ns = self.rec().ns;
@@ -760,6 +771,32 @@ impl<'d> Node<'d> {
     #[inline]
     pub fn id(&self) -> u32 {
         self.id
+    }
+}
+
+/// Iterator over the child elements with one local name (see [`Node::children_local`]).
+pub struct LocalChildren<'d, 'l> {
+    doc: &'d Document<'d>,
+    next: u32,
+    local: &'l str,
+}
+
+impl<'d> Iterator for LocalChildren<'d, '_> {
+    type Item = Node<'d>;
+    #[inline]
+    fn next(&mut self) -> Option<Node<'d>> {
+        let doc = self.doc;
+        while let Some(r) = doc.nodes.get(self.next as usize) {
+            let id = self.next;
+            self.next = r.next_sibling;
+            // Lengths first, as in `name_is`.
+            if r.name.len as usize == self.local.len()
+                && same_bytes(doc.name_bytes(r), self.local.as_bytes())
+            {
+                return Some(Node { doc, id });
+            }
+        }
+        None
     }
 }
 
