@@ -57,11 +57,10 @@ struct AttrRec {
 #[derive(Debug, Clone, Default)]
 pub struct Document<'t> {
     input: &'t str,
-    arena: String,
-    nodes: Vec<NodeRec>,
-    attrs: Vec<AttrRec>,
-    /// Namespace URIs, in the arena (id 0 = "no namespace" is the empty span).
-    namespaces: Vec<Span>,
+    /// Its own buffers, in a type of their own: that type's `Drop` hands them on to the next parse
+    /// (see [`DocBufs`]) without making `Document` itself a type with `Drop`, which would change
+    /// borrowing for every caller.
+    store: DocBufs,
 }
 
 impl<'t> Document<'t> {
@@ -92,12 +91,12 @@ impl<'t> Document<'t> {
 
     /// Number of stored elements.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.store.nodes.len()
     }
 
     /// Never true for a parsed document (it always has a root).
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.store.nodes.is_empty()
     }
 
     /// The bytes of an element's name (no char-boundary checks: for comparisons).
@@ -106,7 +105,7 @@ impl<'t> Document<'t> {
         let buf = if r.name_in_input {
             self.input.as_bytes()
         } else {
-            self.arena.as_bytes()
+            self.store.arena.as_bytes()
         };
         let start = r.name.start as usize;
         buf.get(start..start + r.name.len as usize).unwrap_or(&[])
@@ -115,21 +114,26 @@ impl<'t> Document<'t> {
     /// The bytes of a span (no char-boundary checks: for comparisons).
     fn bytes(&self, s: Span) -> &[u8] {
         let start = s.start as usize;
-        self.arena
+        self.store
+            .arena
             .as_bytes()
             .get(start..start + s.len as usize)
             .unwrap_or(&[])
     }
 
     fn namespace(&self, id: u16) -> &str {
-        self.namespaces
+        self.store
+            .namespaces
             .get(usize::from(id))
             .map_or("", |&s| self.str(s))
     }
 
     fn str(&self, s: Span) -> &str {
         let start = s.start as usize;
-        self.arena.get(start..start + s.len as usize).unwrap_or("")
+        self.store
+            .arena
+            .get(start..start + s.len as usize)
+            .unwrap_or("")
     }
 
     /// A span of the parsed text.
@@ -587,7 +591,7 @@ impl std::fmt::Debug for Node<'_> {
 impl<'d> Node<'d> {
     #[inline]
     fn rec(&self) -> &'d NodeRec {
-        &self.doc.nodes[self.id as usize]
+        &self.doc.store.nodes[self.id as usize]
     }
 
     /// The document this node belongs to.
@@ -698,7 +702,8 @@ impl<'d> Node<'d> {
         let doc = self.doc;
         let range = r.attrs_start as usize..(r.attrs_start + r.attrs_len) as usize;
         // Namespace id 0 is "no namespace".
-        doc.attrs
+        doc.store
+            .attrs
             .get(range)?
             .iter()
             .find(|a| a.ns == 0 && same_bytes(doc.bytes(a.name), local.as_bytes()))
@@ -710,7 +715,7 @@ impl<'d> Node<'d> {
         let r = self.rec();
         let doc = self.doc;
         let range = r.attrs_start as usize..(r.attrs_start + r.attrs_len) as usize;
-        doc.attrs[range]
+        doc.store.attrs[range]
             .iter()
             .map(move |a| (doc.namespace(a.ns), doc.str(a.name), doc.str(a.value)))
     }
@@ -787,7 +792,7 @@ impl<'d> Iterator for LocalChildren<'d, '_> {
     #[inline]
     fn next(&mut self) -> Option<Node<'d>> {
         let doc = self.doc;
-        while let Some(r) = doc.nodes.get(self.next as usize) {
+        while let Some(r) = doc.store.nodes.get(self.next as usize) {
             let id = self.next;
             self.next = r.next_sibling;
             // Lengths first, as in `name_is`.
@@ -818,7 +823,7 @@ impl<'d> Iterator for Children<'d> {
             doc: self.doc,
             id: self.next,
         };
-        self.next = self.doc.nodes[self.next as usize].next_sibling;
+        self.next = self.doc.store.nodes[self.next as usize].next_sibling;
         Some(n)
     }
 }
@@ -912,7 +917,7 @@ struct Builder<'t, 'a> {
 
 impl<'t, 'a> Builder<'t, 'a> {
     fn new(text: &'t str, limits: &'a Limits, opaque_ns: &'a [&'a str]) -> Self {
-        let DocBufs {
+        let SpareDoc {
             mut arena,
             mut nodes,
             mut attrs,
@@ -946,10 +951,12 @@ impl<'t, 'a> Builder<'t, 'a> {
             opaque_ids: u64::from(opaque_ns.contains(&"")),
             doc: Document {
                 input: text,
-                arena,
-                nodes,
-                attrs,
-                namespaces,
+                store: DocBufs {
+                    arena,
+                    nodes,
+                    attrs,
+                    namespaces,
+                },
             },
             stack: Vec::with_capacity(32),
             // Join buffers keep their capacity from the last document; they are cleared before use.
@@ -966,25 +973,26 @@ impl<'t, 'a> Builder<'t, 'a> {
     fn intern_ns(&mut self, uri: &str, offset: usize) -> Result<u16, XmlError> {
         let doc = &self.doc;
         if let Some(i) = doc
+            .store
             .namespaces
             .iter()
             .position(|&n| doc.bytes(n) == uri.as_bytes())
         {
             return Ok(i as u16);
         }
-        if self.doc.namespaces.len() >= usize::from(u16::MAX) {
+        if self.doc.store.namespaces.len() >= usize::from(u16::MAX) {
             return Err(XmlError::Malformed {
                 offset,
                 reason: "too many distinct namespaces",
             });
         }
         let span = self.push_str(uri);
-        self.doc.namespaces.push(span);
-        let id = self.doc.namespaces.len() - 1;
+        self.doc.store.namespaces.push(span);
+        let id = self.doc.store.namespaces.len() - 1;
         if id < 64 && self.opaque_ns.contains(&uri) {
             self.opaque_ids |= 1 << id;
         }
-        Ok((self.doc.namespaces.len() - 1) as u16)
+        Ok((self.doc.store.namespaces.len() - 1) as u16)
     }
 
     /// Push the `xmlns` declarations of a start tag; returns how many. quick-xml's NsReader re-parses
@@ -1085,8 +1093,8 @@ impl<'t, 'a> Builder<'t, 'a> {
     }
 
     fn push_str(&mut self, s: &str) -> Span {
-        let start = self.doc.arena.len() as u32;
-        self.doc.arena.push_str(s);
+        let start = self.doc.store.arena.len() as u32;
+        self.doc.store.arena.push_str(s);
         Span {
             start,
             len: s.len() as u32,
@@ -1096,7 +1104,7 @@ impl<'t, 'a> Builder<'t, 'a> {
     /// Note that an opaque element has content, without storing it (start=1 is the marker, len stays 0).
     fn mark_opaque_content(&mut self) {
         if let Some(top) = self.stack.last() {
-            self.doc.nodes[top.node as usize].text = Span { start: 1, len: 0 };
+            self.doc.store.nodes[top.node as usize].text = Span { start: 1, len: 0 };
         }
     }
 
@@ -1192,7 +1200,7 @@ impl<'t, 'a> Builder<'t, 'a> {
                 span
             }
         };
-        if let Some(n) = self.doc.nodes.get_mut(node as usize) {
+        if let Some(n) = self.doc.store.nodes.get_mut(node as usize) {
             n.text = span;
             n.text_in_input = in_input;
         }
@@ -1237,7 +1245,7 @@ impl<'t, 'a> Builder<'t, 'a> {
             });
         }
         let storing = self.opaque_depth == 0;
-        if storing && self.doc.nodes.len() >= self.limits.max_elements {
+        if storing && self.doc.store.nodes.len() >= self.limits.max_elements {
             return Err(XmlError::TooManyElements {
                 limit: self.limits.max_elements,
                 offset,
@@ -1247,7 +1255,7 @@ impl<'t, 'a> Builder<'t, 'a> {
         // references (checked even in opaque content, so an undefined entity is always refused), and —
         // for stored elements — the values, normalised only when they contain a reference or a
         // whitespace character the XML rules rewrite.
-        let attrs_start = self.doc.attrs.len() as u32;
+        let attrs_start = self.doc.store.attrs.len() as u32;
         let mut n_attrs = 0usize;
         let attrs = e.attributes_raw();
         if listed {
@@ -1326,7 +1334,7 @@ impl<'t, 'a> Builder<'t, 'a> {
         };
         let name = self.push_str(local);
         let value = self.push_str(normalised.as_deref().unwrap_or(raw));
-        self.doc.attrs.push(AttrRec {
+        self.doc.store.attrs.push(AttrRec {
             ns: ans,
             name,
             value,
@@ -1354,9 +1362,9 @@ impl<'t, 'a> Builder<'t, 'a> {
             Some(span) => (span, true),
             None => (self.push_str(local), false),
         };
-        let id = self.doc.nodes.len() as u32;
+        let id = self.doc.store.nodes.len() as u32;
         let parent = self.stack.last().map_or(NONE, |o| o.node);
-        self.doc.nodes.push(NodeRec {
+        self.doc.store.nodes.push(NodeRec {
             ns,
             name,
             name_in_input,
@@ -1365,21 +1373,21 @@ impl<'t, 'a> Builder<'t, 'a> {
             last_child: NONE,
             next_sibling: NONE,
             attrs_start,
-            attrs_len: self.doc.attrs.len() as u32 - attrs_start,
+            attrs_len: self.doc.store.attrs.len() as u32 - attrs_start,
             text: Span::default(),
             text_in_input: false,
             offset: offset as u32,
             opaque,
         });
         if parent != NONE {
-            let p = &mut self.doc.nodes[parent as usize];
+            let p = &mut self.doc.store.nodes[parent as usize];
             if p.last_child == NONE {
                 p.first_child = id;
             } else {
                 let last = p.last_child as usize;
-                self.doc.nodes[last].next_sibling = id;
+                self.doc.store.nodes[last].next_sibling = id;
             }
-            self.doc.nodes[parent as usize].last_child = id;
+            self.doc.store.nodes[parent as usize].last_child = id;
         }
         if empty {
             if self.stack.is_empty() {
@@ -1501,7 +1509,7 @@ impl<'t, 'a> Builder<'t, 'a> {
                 Event::Eof => break,
             }
         }
-        if self.doc.nodes.is_empty() {
+        if self.doc.store.nodes.is_empty() {
             return Err(XmlError::Empty);
         }
         if !self.stack.is_empty() {
@@ -1518,11 +1526,12 @@ impl<'t, 'a> Builder<'t, 'a> {
 /// every message (glibc's slow path: the arena and node vector are over a kilobyte) was ~2% of
 /// validating a small letter (callgrind). Buffers above [`SPARE_MAX_BYTES`] are freed instead, so a
 /// thread never holds on to more than that after a large message.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct DocBufs {
     arena: String,
     nodes: Vec<NodeRec>,
     attrs: Vec<AttrRec>,
+    /// Namespace URIs, in the arena (id 0 = "no namespace" is the empty span).
     namespaces: Vec<Span>,
 }
 
@@ -1534,24 +1543,34 @@ struct BuildBufs {
     prefixes: String,
 }
 
+/// What [`SPARE_DOC`] holds: the buffers of a [`DocBufs`], in a type without `Drop`, so replacing the
+/// spare frees the old one instead of handing it on again (which would recurse).
+#[derive(Default)]
+struct SpareDoc {
+    arena: String,
+    nodes: Vec<NodeRec>,
+    attrs: Vec<AttrRec>,
+    namespaces: Vec<Span>,
+}
+
 const SPARE_MAX_BYTES: usize = 1 << 20;
 
 thread_local! {
-    static SPARE_DOC: Cell<DocBufs> = Cell::new(DocBufs::default());
+    static SPARE_DOC: Cell<SpareDoc> = Cell::new(SpareDoc::default());
     static SPARE_BUILD: Cell<BuildBufs> = Cell::new(BuildBufs::default());
 }
 
-impl Drop for Document<'_> {
+impl Drop for DocBufs {
     fn drop(&mut self) {
         let bytes = self.arena.capacity()
             + self.nodes.capacity() * std::mem::size_of::<NodeRec>()
             + self.attrs.capacity() * std::mem::size_of::<AttrRec>()
             + self.namespaces.capacity() * std::mem::size_of::<Span>();
-        // Nothing to keep (a taken-from or default document), or too much.
+        // Nothing to keep (taken from, or never allocated), or too much.
         if self.nodes.capacity() == 0 || bytes > SPARE_MAX_BYTES {
             return;
         }
-        let spare = DocBufs {
+        let spare = SpareDoc {
             arena: std::mem::take(&mut self.arena),
             nodes: std::mem::take(&mut self.nodes),
             attrs: std::mem::take(&mut self.attrs),
@@ -1729,7 +1748,7 @@ mod tests {
         assert!(div.is_opaque());
         assert!(div.has_content());
         assert_eq!(div.children().count(), 0);
-        assert!(!d.arena.contains("secret"));
+        assert!(!d.store.arena.contains("secret"));
         assert_eq!(d.root().child_value("v"), Some("1"));
         let bad = r#"<r><div xmlns="http://www.w3.org/1999/xhtml"><p></div></r>"#;
         assert_eq!(parse(bad).unwrap_err().code(), "xml.malformed");
@@ -1854,12 +1873,34 @@ mod tests {
     }
 
     #[test]
+    fn buffers_are_handed_on_across_nested_documents() {
+        // An envelope's document lives while its payload's is parsed and dropped: handing the
+        // buffers on must neither recurse nor mix the two.
+        let outer = parse("<a><b>1</b></a>").unwrap();
+        for _ in 0..3 {
+            let inner = parse("<c><d>2</d></c>").unwrap();
+            assert_eq!(inner.root().child_text("d"), Some("2"));
+            let copy = inner.clone();
+            drop(inner);
+            assert_eq!(copy.root().child_text("d"), Some("2"));
+        }
+        assert_eq!(outer.root().child_text("b"), Some("1"));
+        drop(outer);
+        let again = parse("<e>3</e>").unwrap();
+        assert_eq!(again.root().text(), "3");
+    }
+
+    #[test]
     fn text_around_many_children_is_stored_once() {
         // Each piece used to re-copy the text before it: the arena grew quadratically.
         let text = format!("<a>{}</a>", "xy<b c=\"1\"/>".repeat(2000));
         let d = parse(&text).unwrap();
         assert_eq!(d.root().text(), "xy".repeat(2000));
-        assert!(d.arena.len() < text.len(), "arena {} bytes", d.arena.len());
+        assert!(
+            d.store.arena.len() < text.len(),
+            "arena {} bytes",
+            d.store.arena.len()
+        );
         let d = parse("<a>x\r\ny<b/>z &amp; v<![CDATA[w]]><c>k</c>\r</a>").unwrap();
         assert_eq!(d.root().text(), "x\nyz & vw");
         assert_eq!(d.root().child_text("c"), Some("k"));
