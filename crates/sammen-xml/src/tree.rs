@@ -913,6 +913,9 @@ struct Builder<'t, 'a> {
     tag_attrs: TagAttrs,
     /// The default namespace in scope, once resolved; cleared whenever the bindings change.
     default_ns: Option<u16>,
+    /// Does the input hold a `\r` at all? Searched once per document (most have none), so that texts
+    /// need not be searched one by one: that was ~1.3% of validating XDIS20 (callgrind).
+    input_has_cr: bool,
 }
 
 impl<'t, 'a> Builder<'t, 'a> {
@@ -967,6 +970,7 @@ impl<'t, 'a> Builder<'t, 'a> {
             root_closed: false,
             tag_attrs: TagAttrs::default(),
             default_ns: None,
+            input_has_cr: memchr::memchr(b'\r', text.as_bytes()).is_some(),
         }
     }
 
@@ -1146,11 +1150,14 @@ impl<'t, 'a> Builder<'t, 'a> {
         let Some(d) = self.text_target(s, offset)? else {
             return Ok(());
         };
+        // A piece of the input holds a `\r` only if the input does; the predefined entities' texts
+        // hold none.
+        let cr = self.input_has_cr && has_cr(s);
         match self.stack.get_mut(d) {
             Some(Open {
                 text: p @ Pending::Empty,
                 ..
-            }) if !has_cr(s) => {
+            }) if !cr => {
                 *p = Pending::Input(s);
             }
             _ => self.join_text(d, s),
