@@ -9,8 +9,8 @@ use sammen_xml::Node;
 
 /// First child `local` in a known OIOXML namespace.
 pub fn kid<'d>(t: &Tables, n: Node<'d>, local: &str) -> Option<Node<'d>> {
-    n.children()
-        .find(|c| c.name_is(local) && (c.same_namespace(&n) || t.is_oioxml_ns(c.namespace())))
+    n.children_local(local)
+        .find(|c| c.same_namespace(&n) || t.is_oioxml_ns(c.namespace()))
 }
 
 /// Follow a dot-separated path of local names.

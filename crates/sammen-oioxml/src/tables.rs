@@ -55,6 +55,10 @@ pub struct LetterType {
     /// Required element paths relative to the letter element.
     #[serde(default)]
     pub required: Vec<String>,
+    /// `Emessage.` and `root`: where this letter's issue locations start. Built once with the tables
+    /// rather than per message (an allocation per letter).
+    #[serde(skip)]
+    pub base: String,
 }
 
 /// How an `Identifier` is checked, by its `IdentifierCode`.
@@ -132,7 +136,8 @@ fn parse() -> Result<Tables, String> {
     let vs: ValueSetsFile =
         toml::from_str(VALUESETS).map_err(|e| format!("valuesets.toml: {e}"))?;
     let mut resolved = Vec::with_capacity(letters.letter.len());
-    for l in letters.letter {
+    for mut l in letters.letter {
+        l.base = ["Emessage.", l.root.as_str()].concat();
         let fam: Family = l
             .family
             .parse()
@@ -164,6 +169,7 @@ mod tests {
         assert!(t.letters.len() >= 10);
         for (l, fam) in &t.letters {
             assert_eq!(l.type_code, fam.as_str(), "family matches type code");
+            assert_eq!(l.base, format!("Emessage.{}", l.root));
             assert!(!l.version_codes.is_empty(), "{}", l.type_code);
             assert!(!l.statistical_codes.is_empty(), "{}", l.type_code);
             assert_eq!(

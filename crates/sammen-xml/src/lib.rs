@@ -35,7 +35,7 @@ pub use decode::{decode, Charset, Decoded};
 pub use error::{line_col, XmlError};
 #[doc(hidden)]
 pub use tree::attribute_scan_mismatch;
-pub use tree::{Children, Document, Node};
+pub use tree::{Children, Document, LocalChildren, Node};
 
 /// Limits enforced while reading. Defaults suit MedCom messages with generous headroom.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::QName;
 use quick_xml::Reader;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashSet;
 
 const NONE: u32 = u32::MAX;
@@ -53,14 +54,13 @@ struct AttrRec {
 /// It borrows the parsed text: an element whose text is one unaltered piece of the input (the usual
 /// case) points there instead of holding a copy: copying a VANS envelope's base64 payload, one 25 KB
 /// text, was 3% of validating the envelope (callgrind).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Document<'t> {
     input: &'t str,
-    arena: String,
-    nodes: Vec<NodeRec>,
-    attrs: Vec<AttrRec>,
-    /// Namespace URIs, in the arena (id 0 = "no namespace" is the empty span).
-    namespaces: Vec<Span>,
+    /// Its own buffers, in a type of their own: that type's `Drop` hands them on to the next parse
+    /// (see [`DocBufs`]) without making `Document` itself a type with `Drop`, which would change
+    /// borrowing for every caller.
+    store: DocBufs,
 }
 
 impl<'t> Document<'t> {
@@ -91,12 +91,12 @@ impl<'t> Document<'t> {
 
     /// Number of stored elements.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.store.nodes.len()
     }
 
     /// Never true for a parsed document (it always has a root).
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.store.nodes.is_empty()
     }
 
     /// The bytes of an element's name (no char-boundary checks: for comparisons).
@@ -105,7 +105,7 @@ impl<'t> Document<'t> {
         let buf = if r.name_in_input {
             self.input.as_bytes()
         } else {
-            self.arena.as_bytes()
+            self.store.arena.as_bytes()
         };
         let start = r.name.start as usize;
         buf.get(start..start + r.name.len as usize).unwrap_or(&[])
@@ -114,21 +114,26 @@ impl<'t> Document<'t> {
     /// The bytes of a span (no char-boundary checks: for comparisons).
     fn bytes(&self, s: Span) -> &[u8] {
         let start = s.start as usize;
-        self.arena
+        self.store
+            .arena
             .as_bytes()
             .get(start..start + s.len as usize)
             .unwrap_or(&[])
     }
 
     fn namespace(&self, id: u16) -> &str {
-        self.namespaces
+        self.store
+            .namespaces
             .get(usize::from(id))
             .map_or("", |&s| self.str(s))
     }
 
     fn str(&self, s: Span) -> &str {
         let start = s.start as usize;
-        self.arena.get(start..start + s.len as usize).unwrap_or("")
+        self.store
+            .arena
+            .get(start..start + s.len as usize)
+            .unwrap_or("")
     }
 
     /// A span of the parsed text.
@@ -195,6 +200,10 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 /// Only white space? (What `trim().is_empty()` says, in one pass that stops at the first other character.)
 fn is_blank(s: &str) -> bool {
+    // Texts mostly start with a visible ASCII character: answered without decoding.
+    if s.as_bytes().first().is_some_and(u8::is_ascii_graphic) {
+        return false;
+    }
     s.chars().all(char::is_whitespace)
 }
 
@@ -259,6 +268,23 @@ fn is_ascii_blank(b: &[u8]) -> bool {
     if b.len() < 8 {
         return b.iter().all(u8::is_ascii_whitespace);
     }
+    // Longer indentation is mostly a line break and then spaces: step over the break byte by byte
+    // (most texts that are not blank fail here, at their first byte), then take the spaces a word at
+    // a time.
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b' ' {
+            break;
+        }
+        if !c.is_ascii_whitespace() {
+            return false;
+        }
+        i += 1;
+    }
+    let b = b.get(i..).unwrap_or_default();
+    if b.len() < 8 {
+        return b.iter().all(u8::is_ascii_whitespace);
+    }
     let mut words = b.chunks_exact(8);
     for c in &mut words {
         let mut a = [0u8; 8];
@@ -303,7 +329,8 @@ fn find_colon(b: &[u8]) -> Option<usize> {
 
 /// Split a qualified name (`NCName` or `NCName:NCName`) into (prefix or "", local); `None` if invalid.
 /// Inlined: it runs for every tag (with the attribute fast path in `start`, -1.7% instructions per letter).
-#[inline]
+/// `always`: left to itself the compiler kept it a call (callgrind: 75 instructions a tag, ~1% of a letter).
+#[inline(always)]
 fn split_qname(s: &str) -> Option<(&str, &str)> {
     let (prefix, local) = match find_colon(s.as_bytes()) {
         Some(i) => (&s[..i], &s[i + 1..]),
@@ -564,7 +591,7 @@ impl std::fmt::Debug for Node<'_> {
 impl<'d> Node<'d> {
     #[inline]
     fn rec(&self) -> &'d NodeRec {
-        &self.doc.nodes[self.id as usize]
+        &self.doc.store.nodes[self.id as usize]
     }
 
     /// The document this node belongs to.
@@ -640,6 +667,17 @@ impl<'d> Node<'d> {
             .find(|c| c.rec().ns == ns && c.name_is(local))
     }
 
+    /// Children named `local` in any namespace, in document order. Scans the records directly: the
+    /// OIOXML rules' child lookups through [`Node::children`] were ~3% of validating a small letter.
+    #[inline]
+    pub fn children_local<'l>(&self, local: &'l str) -> LocalChildren<'d, 'l> {
+        LocalChildren {
+            doc: self.doc,
+            next: self.rec().first_child,
+            local,
+        }
+    }
+
     /// All children `{ns}local` in this element's own namespace.
     pub fn children_named(&self, local: &'d str) -> impl Iterator<Item = Node<'d>> + 'd {
         let ns = self.rec().ns;
@@ -664,7 +702,8 @@ impl<'d> Node<'d> {
         let doc = self.doc;
         let range = r.attrs_start as usize..(r.attrs_start + r.attrs_len) as usize;
         // Namespace id 0 is "no namespace".
-        doc.attrs
+        doc.store
+            .attrs
             .get(range)?
             .iter()
             .find(|a| a.ns == 0 && same_bytes(doc.bytes(a.name), local.as_bytes()))
@@ -676,7 +715,7 @@ impl<'d> Node<'d> {
         let r = self.rec();
         let doc = self.doc;
         let range = r.attrs_start as usize..(r.attrs_start + r.attrs_len) as usize;
-        doc.attrs[range]
+        doc.store.attrs[range]
             .iter()
             .map(move |a| (doc.namespace(a.ns), doc.str(a.name), doc.str(a.value)))
     }
@@ -741,6 +780,32 @@ impl<'d> Node<'d> {
     }
 }
 
+/// Iterator over the child elements with one local name (see [`Node::children_local`]).
+pub struct LocalChildren<'d, 'l> {
+    doc: &'d Document<'d>,
+    next: u32,
+    local: &'l str,
+}
+
+impl<'d> Iterator for LocalChildren<'d, '_> {
+    type Item = Node<'d>;
+    #[inline]
+    fn next(&mut self) -> Option<Node<'d>> {
+        let doc = self.doc;
+        while let Some(r) = doc.store.nodes.get(self.next as usize) {
+            let id = self.next;
+            self.next = r.next_sibling;
+            // Lengths first, as in `name_is`.
+            if r.name.len as usize == self.local.len()
+                && same_bytes(doc.name_bytes(r), self.local.as_bytes())
+            {
+                return Some(Node { doc, id });
+            }
+        }
+        None
+    }
+}
+
 /// Iterator over child elements.
 pub struct Children<'d> {
     doc: &'d Document<'d>,
@@ -758,7 +823,7 @@ impl<'d> Iterator for Children<'d> {
             doc: self.doc,
             id: self.next,
         };
-        self.next = self.doc.nodes[self.next as usize].next_sibling;
+        self.next = self.doc.store.nodes[self.next as usize].next_sibling;
         Some(n)
     }
 }
@@ -848,10 +913,41 @@ struct Builder<'t, 'a> {
     tag_attrs: TagAttrs,
     /// The default namespace in scope, once resolved; cleared whenever the bindings change.
     default_ns: Option<u16>,
+    /// Does the input hold a `\r` at all? Searched once per document (most have none), so that texts
+    /// need not be searched one by one: that was ~1.3% of validating XDIS20 (callgrind). Searched at
+    /// the first text: FHIR messages, with few texts, would pay ~0.3% for an early search.
+    input_has_cr: Option<bool>,
 }
 
 impl<'t, 'a> Builder<'t, 'a> {
     fn new(text: &'t str, limits: &'a Limits, opaque_ns: &'a [&'a str]) -> Self {
+        let SpareDoc {
+            mut arena,
+            mut nodes,
+            mut attrs,
+            mut namespaces,
+        } = SPARE_DOC.with(Cell::take);
+        let BuildBufs {
+            bufs,
+            mut bindings,
+            mut prefixes,
+        } = SPARE_BUILD.with(Cell::take);
+        // Sized from the examples (callgrind): growing these was ~5% of validation. What is stored is
+        // at most as long as in the input, so the arena rarely grows.
+        arena.clear();
+        arena.reserve(text.len());
+        nodes.clear();
+        nodes.reserve(text.len() / 24);
+        attrs.clear();
+        attrs.reserve(text.len() / 32);
+        namespaces.clear();
+        namespaces.reserve(4);
+        namespaces.push(Span::default());
+        // Small capacities up front: growing these was ~3% of a small letter (callgrind).
+        bindings.clear();
+        bindings.reserve(8);
+        // Prefixes: allocated at the first prefixed declaration (most messages only declare defaults).
+        prefixes.clear();
         Builder {
             text,
             limits,
@@ -859,52 +955,49 @@ impl<'t, 'a> Builder<'t, 'a> {
             opaque_ids: u64::from(opaque_ns.contains(&"")),
             doc: Document {
                 input: text,
-                // Sized from the examples (callgrind): growing these was ~5% of validation.
-                // What is stored is at most as long as in the input, so this rarely grows.
-                arena: String::with_capacity(text.len()),
-                nodes: Vec::with_capacity(text.len() / 24),
-                attrs: Vec::with_capacity(text.len() / 32),
-                namespaces: {
-                    let mut v = Vec::with_capacity(4);
-                    v.push(Span::default());
-                    v
+                store: DocBufs {
+                    arena,
+                    nodes,
+                    attrs,
+                    namespaces,
                 },
             },
             stack: Vec::with_capacity(32),
-            bufs: Vec::new(),
+            // Join buffers keep their capacity from the last document; they are cleared before use.
+            bufs,
             opaque_depth: 0,
-            // Small capacities up front: growing these was ~3% of a small letter (callgrind).
-            bindings: Vec::with_capacity(8),
-            // Allocated at the first prefixed declaration: most messages only declare defaults.
-            prefixes: String::new(),
+            bindings,
+            prefixes,
             root_closed: false,
             tag_attrs: TagAttrs::default(),
             default_ns: None,
+            input_has_cr: None,
         }
     }
 
     fn intern_ns(&mut self, uri: &str, offset: usize) -> Result<u16, XmlError> {
         let doc = &self.doc;
         if let Some(i) = doc
+            .store
             .namespaces
             .iter()
             .position(|&n| doc.bytes(n) == uri.as_bytes())
         {
             return Ok(i as u16);
         }
-        if self.doc.namespaces.len() >= usize::from(u16::MAX) {
+        if self.doc.store.namespaces.len() >= usize::from(u16::MAX) {
             return Err(XmlError::Malformed {
                 offset,
                 reason: "too many distinct namespaces",
             });
         }
         let span = self.push_str(uri);
-        self.doc.namespaces.push(span);
-        let id = self.doc.namespaces.len() - 1;
+        self.doc.store.namespaces.push(span);
+        let id = self.doc.store.namespaces.len() - 1;
         if id < 64 && self.opaque_ns.contains(&uri) {
             self.opaque_ids |= 1 << id;
         }
-        Ok((self.doc.namespaces.len() - 1) as u16)
+        Ok((self.doc.store.namespaces.len() - 1) as u16)
     }
 
     /// Push the `xmlns` declarations of a start tag; returns how many. quick-xml's NsReader re-parses
@@ -1005,8 +1098,8 @@ impl<'t, 'a> Builder<'t, 'a> {
     }
 
     fn push_str(&mut self, s: &str) -> Span {
-        let start = self.doc.arena.len() as u32;
-        self.doc.arena.push_str(s);
+        let start = self.doc.store.arena.len() as u32;
+        self.doc.store.arena.push_str(s);
         Span {
             start,
             len: s.len() as u32,
@@ -1016,7 +1109,7 @@ impl<'t, 'a> Builder<'t, 'a> {
     /// Note that an opaque element has content, without storing it (start=1 is the marker, len stays 0).
     fn mark_opaque_content(&mut self) {
         if let Some(top) = self.stack.last() {
-            self.doc.nodes[top.node as usize].text = Span { start: 1, len: 0 };
+            self.doc.store.nodes[top.node as usize].text = Span { start: 1, len: 0 };
         }
     }
 
@@ -1052,15 +1145,27 @@ impl<'t, 'a> Builder<'t, 'a> {
 
     /// Add a piece of the input as text of the innermost stored element; an element's only piece
     /// (the usual case) is copied once, at its end tag.
+    /// Inlined into the event loop, its one hot caller (callgrind: -0.2 to -0.3% instructions per letter).
+    #[inline(always)]
     fn push_input_text(&mut self, s: &'t str, offset: usize) -> Result<(), XmlError> {
         let Some(d) = self.text_target(s, offset)? else {
             return Ok(());
+        };
+        // A piece of the input holds a `\r` only if the input does; the predefined entities' texts
+        // hold none.
+        let input_has_cr = match self.input_has_cr {
+            Some(cr) => cr,
+            None => {
+                let cr = memchr::memchr(b'\r', self.text.as_bytes()).is_some();
+                self.input_has_cr = Some(cr);
+                cr
+            }
         };
         match self.stack.get_mut(d) {
             Some(Open {
                 text: p @ Pending::Empty,
                 ..
-            }) if !has_cr(s) => {
+            }) if !(input_has_cr && has_cr(s)) => {
                 *p = Pending::Input(s);
             }
             _ => self.join_text(d, s),
@@ -1110,7 +1215,7 @@ impl<'t, 'a> Builder<'t, 'a> {
                 span
             }
         };
-        if let Some(n) = self.doc.nodes.get_mut(node as usize) {
+        if let Some(n) = self.doc.store.nodes.get_mut(node as usize) {
             n.text = span;
             n.text_in_input = in_input;
         }
@@ -1155,7 +1260,7 @@ impl<'t, 'a> Builder<'t, 'a> {
             });
         }
         let storing = self.opaque_depth == 0;
-        if storing && self.doc.nodes.len() >= self.limits.max_elements {
+        if storing && self.doc.store.nodes.len() >= self.limits.max_elements {
             return Err(XmlError::TooManyElements {
                 limit: self.limits.max_elements,
                 offset,
@@ -1165,7 +1270,7 @@ impl<'t, 'a> Builder<'t, 'a> {
         // references (checked even in opaque content, so an undefined entity is always refused), and —
         // for stored elements — the values, normalised only when they contain a reference or a
         // whitespace character the XML rules rewrite.
-        let attrs_start = self.doc.attrs.len() as u32;
+        let attrs_start = self.doc.store.attrs.len() as u32;
         let mut n_attrs = 0usize;
         let attrs = e.attributes_raw();
         if listed {
@@ -1244,7 +1349,7 @@ impl<'t, 'a> Builder<'t, 'a> {
         };
         let name = self.push_str(local);
         let value = self.push_str(normalised.as_deref().unwrap_or(raw));
-        self.doc.attrs.push(AttrRec {
+        self.doc.store.attrs.push(AttrRec {
             ns: ans,
             name,
             value,
@@ -1272,9 +1377,9 @@ impl<'t, 'a> Builder<'t, 'a> {
             Some(span) => (span, true),
             None => (self.push_str(local), false),
         };
-        let id = self.doc.nodes.len() as u32;
+        let id = self.doc.store.nodes.len() as u32;
         let parent = self.stack.last().map_or(NONE, |o| o.node);
-        self.doc.nodes.push(NodeRec {
+        self.doc.store.nodes.push(NodeRec {
             ns,
             name,
             name_in_input,
@@ -1283,21 +1388,21 @@ impl<'t, 'a> Builder<'t, 'a> {
             last_child: NONE,
             next_sibling: NONE,
             attrs_start,
-            attrs_len: self.doc.attrs.len() as u32 - attrs_start,
+            attrs_len: self.doc.store.attrs.len() as u32 - attrs_start,
             text: Span::default(),
             text_in_input: false,
             offset: offset as u32,
             opaque,
         });
         if parent != NONE {
-            let p = &mut self.doc.nodes[parent as usize];
+            let p = &mut self.doc.store.nodes[parent as usize];
             if p.last_child == NONE {
                 p.first_child = id;
             } else {
                 let last = p.last_child as usize;
-                self.doc.nodes[last].next_sibling = id;
+                self.doc.store.nodes[last].next_sibling = id;
             }
-            self.doc.nodes[parent as usize].last_child = id;
+            self.doc.store.nodes[parent as usize].last_child = id;
         }
         if empty {
             if self.stack.is_empty() {
@@ -1368,8 +1473,9 @@ impl<'t, 'a> Builder<'t, 'a> {
         config.enable_all_checks(true);
         loop {
             let offset = reader.buffer_position() as usize;
-            let event = match reader.read_event() {
-                Ok(e) => e,
+            // One match on the result: binding the event first copied it, ~20 instructions an event
+            // (callgrind).
+            match reader.read_event() {
                 Err(err) => {
                     let at = reader.error_position() as usize;
                     return Err(XmlError::Malformed {
@@ -1377,25 +1483,23 @@ impl<'t, 'a> Builder<'t, 'a> {
                         reason: reason_of(&err),
                     });
                 }
-            };
-            match event {
-                Event::DocType(_) => return Err(XmlError::DoctypeForbidden { offset }),
-                Event::Start(e) => self.open(&e, offset, false)?,
-                Event::Empty(e) => self.open(&e, offset, true)?,
-                Event::End(_) => self.end(),
-                Event::Text(t) if self.opaque_depth > 0 => {
+                Ok(Event::DocType(_)) => return Err(XmlError::DoctypeForbidden { offset }),
+                Ok(Event::Start(e)) => self.open(&e, offset, false)?,
+                Ok(Event::Empty(e)) => self.open(&e, offset, true)?,
+                Ok(Event::End(_)) => self.end(),
+                Ok(Event::Text(t)) if self.opaque_depth > 0 => {
                     if !is_blank(t.as_ref()) {
                         self.mark_opaque_content();
                     }
                 }
                 // Indentation between elements: skipped before any normalisation work.
-                Event::Text(t) if is_ascii_blank(t.as_ref().as_bytes()) => {}
-                Event::Text(t) => match t.into_inner() {
+                Ok(Event::Text(t)) if is_ascii_blank(t.as_ref().as_bytes()) => {}
+                Ok(Event::Text(t)) => match t.into_inner() {
                     Cow::Borrowed(s) => self.push_input_text(s, offset)?,
                     Cow::Owned(s) => self.push_text(&s, offset)?,
                 },
-                Event::CData(c) => self.push_text(&c.xml10_content(), offset)?,
-                Event::GeneralRef(r) => {
+                Ok(Event::CData(c)) => self.push_text(&c.xml10_content(), offset)?,
+                Ok(Event::GeneralRef(r)) => {
                     let ch = match r.resolve_char_ref() {
                         Ok(Some(c)) => c,
                         Ok(None) => match quick_xml::escape::resolve_predefined_entity(&r) {
@@ -1415,11 +1519,11 @@ impl<'t, 'a> Builder<'t, 'a> {
                     let mut buf = [0u8; 4];
                     self.push_text(ch.encode_utf8(&mut buf), offset)?;
                 }
-                Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
-                Event::Eof => break,
+                Ok(Event::Comment(_) | Event::Decl(_) | Event::PI(_)) => {}
+                Ok(Event::Eof) => break,
             }
         }
-        if self.doc.nodes.is_empty() {
+        if self.doc.store.nodes.is_empty() {
             return Err(XmlError::Empty);
         }
         if !self.stack.is_empty() {
@@ -1428,7 +1532,84 @@ impl<'t, 'a> Builder<'t, 'a> {
                 reason: "element is not closed",
             });
         }
-        Ok(self.doc)
+        Ok(std::mem::take(&mut self.doc))
+    }
+}
+
+/// Buffers a finished parse leaves for the next one on the same thread. Allocating them afresh for
+/// every message (glibc's slow path: the arena and node vector are over a kilobyte) was ~2% of
+/// validating a small letter (callgrind). Buffers above [`SPARE_MAX_BYTES`] are freed instead, so a
+/// thread never holds on to more than that after a large message.
+#[derive(Debug, Clone, Default)]
+struct DocBufs {
+    arena: String,
+    nodes: Vec<NodeRec>,
+    attrs: Vec<AttrRec>,
+    /// Namespace URIs, in the arena (id 0 = "no namespace" is the empty span).
+    namespaces: Vec<Span>,
+}
+
+/// The builder's own reusable buffers (see [`DocBufs`]).
+#[derive(Default)]
+struct BuildBufs {
+    bufs: Vec<String>,
+    bindings: Vec<(Span, u16)>,
+    prefixes: String,
+}
+
+/// What [`SPARE_DOC`] holds: the buffers of a [`DocBufs`], in a type without `Drop`, so replacing the
+/// spare frees the old one instead of handing it on again (which would recurse).
+#[derive(Default)]
+struct SpareDoc {
+    arena: String,
+    nodes: Vec<NodeRec>,
+    attrs: Vec<AttrRec>,
+    namespaces: Vec<Span>,
+}
+
+const SPARE_MAX_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static SPARE_DOC: Cell<SpareDoc> = Cell::new(SpareDoc::default());
+    static SPARE_BUILD: Cell<BuildBufs> = Cell::new(BuildBufs::default());
+}
+
+impl Drop for DocBufs {
+    fn drop(&mut self) {
+        let bytes = self.arena.capacity()
+            + self.nodes.capacity() * std::mem::size_of::<NodeRec>()
+            + self.attrs.capacity() * std::mem::size_of::<AttrRec>()
+            + self.namespaces.capacity() * std::mem::size_of::<Span>();
+        // Nothing to keep (taken from, or never allocated), or too much.
+        if self.nodes.capacity() == 0 || bytes > SPARE_MAX_BYTES {
+            return;
+        }
+        let spare = SpareDoc {
+            arena: std::mem::take(&mut self.arena),
+            nodes: std::mem::take(&mut self.nodes),
+            attrs: std::mem::take(&mut self.attrs),
+            namespaces: std::mem::take(&mut self.namespaces),
+        };
+        // `try_with`: during thread teardown the slot may be gone; then the buffers are just freed.
+        let _ = SPARE_DOC.try_with(|s| s.set(spare));
+    }
+}
+
+impl Drop for Builder<'_, '_> {
+    fn drop(&mut self) {
+        let bytes = self.bufs.iter().map(String::capacity).sum::<usize>()
+            + self.bufs.capacity() * std::mem::size_of::<String>()
+            + self.bindings.capacity() * std::mem::size_of::<(Span, u16)>()
+            + self.prefixes.capacity();
+        if bytes > SPARE_MAX_BYTES {
+            return;
+        }
+        let spare = BuildBufs {
+            bufs: std::mem::take(&mut self.bufs),
+            bindings: std::mem::take(&mut self.bindings),
+            prefixes: std::mem::take(&mut self.prefixes),
+        };
+        let _ = SPARE_BUILD.try_with(|s| s.set(spare));
     }
 }
 
@@ -1581,7 +1762,7 @@ mod tests {
         assert!(div.is_opaque());
         assert!(div.has_content());
         assert_eq!(div.children().count(), 0);
-        assert!(!d.arena.contains("secret"));
+        assert!(!d.store.arena.contains("secret"));
         assert_eq!(d.root().child_value("v"), Some("1"));
         let bad = r#"<r><div xmlns="http://www.w3.org/1999/xhtml"><p></div></r>"#;
         assert_eq!(parse(bad).unwrap_err().code(), "xml.malformed");
@@ -1706,12 +1887,34 @@ mod tests {
     }
 
     #[test]
+    fn buffers_are_handed_on_across_nested_documents() {
+        // An envelope's document lives while its payload's is parsed and dropped: handing the
+        // buffers on must neither recurse nor mix the two.
+        let outer = parse("<a><b>1</b></a>").unwrap();
+        for _ in 0..3 {
+            let inner = parse("<c><d>2</d></c>").unwrap();
+            assert_eq!(inner.root().child_text("d"), Some("2"));
+            let copy = inner.clone();
+            drop(inner);
+            assert_eq!(copy.root().child_text("d"), Some("2"));
+        }
+        assert_eq!(outer.root().child_text("b"), Some("1"));
+        drop(outer);
+        let again = parse("<e>3</e>").unwrap();
+        assert_eq!(again.root().text(), "3");
+    }
+
+    #[test]
     fn text_around_many_children_is_stored_once() {
         // Each piece used to re-copy the text before it: the arena grew quadratically.
         let text = format!("<a>{}</a>", "xy<b c=\"1\"/>".repeat(2000));
         let d = parse(&text).unwrap();
         assert_eq!(d.root().text(), "xy".repeat(2000));
-        assert!(d.arena.len() < text.len(), "arena {} bytes", d.arena.len());
+        assert!(
+            d.store.arena.len() < text.len(),
+            "arena {} bytes",
+            d.store.arena.len()
+        );
         let d = parse("<a>x\r\ny<b/>z &amp; v<![CDATA[w]]><c>k</c>\r</a>").unwrap();
         assert_eq!(d.root().text(), "x\nyz & vw");
         assert_eq!(d.root().child_text("c"), Some("k"));
