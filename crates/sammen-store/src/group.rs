@@ -400,3 +400,48 @@ impl<B: Backend> Store for GroupStore<B> {
         Ok(Ticket { rx })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn took(ms: u64) -> GroupTimes {
+        GroupTimes {
+            batches: 3,
+            merge: Duration::ZERO,
+            write: Duration::from_millis(ms / 2),
+            sync: Duration::from_millis(ms - ms / 2),
+        }
+    }
+
+    #[test]
+    fn slow_groups_are_counted_and_reported_at_most_once_per_interval() {
+        let mut s = SlowGroups::default();
+        s.record("test", took(5));
+        assert_eq!(
+            (s.count, s.reported.is_some()),
+            (0, false),
+            "fast groups are not counted"
+        );
+        // The first slow group is reported at once; the report starts a new count.
+        s.record("test", took(30));
+        assert_eq!(s.count, 0);
+        let first = s.reported;
+        assert!(first.is_some());
+        // Within the interval: counted, worst kept, not reported.
+        s.record("test", took(25));
+        s.record("test", took(60));
+        s.record("test", took(40));
+        assert_eq!(s.count, 3);
+        assert_eq!(s.worst.total(), Duration::from_millis(60));
+        assert_eq!(s.reported, first);
+        // After the interval the next slow group reports and resets.
+        let backdated = first.and_then(|r| r.checked_sub(SLOW_REPORT_EVERY));
+        assert!(backdated.is_some());
+        s.reported = backdated;
+        s.record("test", took(21));
+        assert_eq!(s.count, 0);
+        assert_eq!(s.worst.total(), Duration::ZERO);
+        assert!(s.reported > backdated);
+    }
+}
