@@ -217,6 +217,12 @@ impl Config {
         if l.max_message_bytes == 0 {
             p("limits.max_message_bytes".into(), "must be positive");
         }
+        if l.body_memory_bytes < l.max_message_bytes {
+            p(
+                "limits.body_memory_bytes".into(),
+                "must be at least limits.max_message_bytes (one largest message must fit)",
+            );
+        }
         if l.in_flight == 0 || l.in_flight > 65_535 {
             p("limits.in_flight".into(), "must be 1..=65535");
         }
@@ -333,6 +339,15 @@ mod tests {
         assert!(p.reason.contains("unknown field"), "{e}");
         let e = parse("colour = 1\n").unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn body_budget_must_hold_one_largest_message() {
+        let e =
+            parse("[limits]\nmax_message_bytes = 2048\nbody_memory_bytes = 1024\n").unwrap_err();
+        assert_eq!(keys(e), ["limits.body_memory_bytes"]);
+        let c = parse("[limits]\nmax_message_bytes = 2048\nbody_memory_bytes = 2048\n").unwrap();
+        assert_eq!(c.limits.body_memory_bytes, 2048);
     }
 
     #[test]

@@ -284,6 +284,12 @@ pub struct Limits {
     /// Bodies at least this large are validated on the blocking pool, not on a runtime thread.
     #[serde(default = "default_blocking_validate_bytes")]
     pub blocking_validate_bytes: usize,
+    /// Request bodies held in memory at once, all POSTs together (each counts its declared length, or
+    /// `max_message_bytes` when undeclared, from before it is read until it is answered). A request that
+    /// cannot get its share within a second is answered 503 + Retry-After: memory is bounded by this,
+    /// not by how many clients send at once. At least `max_message_bytes`.
+    #[serde(default = "default_body_memory_bytes")]
+    pub body_memory_bytes: usize,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -310,6 +316,9 @@ fn default_message_ttl() -> Duration {
 fn default_blocking_validate_bytes() -> usize {
     64 * 1024
 }
+fn default_body_memory_bytes() -> usize {
+    256 * 1024 * 1024
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -322,6 +331,7 @@ impl Default for Limits {
             max_returns: default_max_returns(),
             message_ttl: default_message_ttl(),
             blocking_validate_bytes: default_blocking_validate_bytes(),
+            body_memory_bytes: default_body_memory_bytes(),
         }
     }
 }

@@ -186,6 +186,20 @@ pub(crate) async fn post_message(
             ing.cfg.retry_after_secs,
         );
     }
+    // Held until this request is answered: its bytes live through validation and the accept.
+    let want = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+    let Some(_room) = ing.bodies.reserve(want, ing.cfg.body_memory_wait).await else {
+        obs.rejected(None, None, "memory-budget", StatusCode::SERVICE_UNAVAILABLE);
+        return answer::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "memory-budget",
+            format!(
+                "request bodies in memory are at their limit ({} bytes); retry later",
+                ing.cfg.body_memory_bytes.max(limit)
+            ),
+            ing.cfg.retry_after_secs,
+        );
+    };
     let bytes = match read_limited(body, limit).await {
         Ok(b) => b,
         Err(r) => {

@@ -5,7 +5,7 @@ use crate::receivers::Receivers;
 use sammen_adapters::Options;
 use sammen_bus::Bus;
 use std::sync::Arc;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// The outbox, backend chosen at run time.
 pub type SharedOutbox = Arc<sammen_outbox::Outbox<Arc<dyn sammen_store::Store>>>;
@@ -21,6 +21,10 @@ pub struct IngressConfig {
     pub retry_after_secs: u32,
     /// Bodies at least this large are validated on the blocking pool.
     pub blocking_validate_bytes: usize,
+    /// Request bodies held at once, all POSTs together (see [`BodyBudget`]).
+    pub body_memory_bytes: usize,
+    /// How long a request waits for room in the body budget before it is answered 503.
+    pub body_memory_wait: std::time::Duration,
     /// Validator options.
     pub validate: Options,
 }
@@ -32,8 +36,46 @@ impl Default for IngressConfig {
             max_depth: 100_000,
             retry_after_secs: 5,
             blocking_validate_bytes: 64 * 1024,
+            body_memory_bytes: 256 * 1024 * 1024,
+            body_memory_wait: std::time::Duration::from_secs(1),
             validate: Options::default(),
         }
+    }
+}
+
+/// Bytes of request bodies held in memory at once, across all POSTs, counted in KiB units of a semaphore.
+/// Why a byte budget and not a connection limit: a 10 MiB upload and a 4 KiB one hold the same connection
+/// slot but not the same memory, and without any limit memory grew with the number of clients sending.
+#[derive(Debug)]
+pub(crate) struct BodyBudget {
+    units: Arc<Semaphore>,
+    total: u32,
+}
+
+impl BodyBudget {
+    fn new(bytes: usize) -> Self {
+        let total = Self::units(bytes);
+        BodyBudget {
+            units: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    fn units(bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
+
+    /// Room for `bytes`, held until the permit drops; `None` when none freed up within `wait`.
+    pub(crate) async fn reserve(
+        &self,
+        bytes: usize,
+        wait: std::time::Duration,
+    ) -> Option<OwnedSemaphorePermit> {
+        let n = Self::units(bytes).min(self.total);
+        let acquire = Arc::clone(&self.units).acquire_many_owned(n);
+        tokio::time::timeout(wait, acquire).await.ok()?.ok()
     }
 }
 
@@ -45,6 +87,7 @@ pub struct Ingress {
     pub(crate) cfg: IngressConfig,
     pub(crate) wake: Arc<Notify>,
     pub(crate) inbox: Arc<InboxRegistry>,
+    pub(crate) bodies: BodyBudget,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -69,6 +112,8 @@ impl Ingress {
             outbox.clone(),
             InboxConfig::default(),
         ));
+        // One largest message always fits, whatever the configuration says.
+        let bodies = BodyBudget::new(cfg.body_memory_bytes.max(cfg.max_body));
         Ingress {
             outbox,
             bus,
@@ -76,6 +121,7 @@ impl Ingress {
             cfg,
             wake,
             inbox,
+            bodies,
         }
     }
 

@@ -150,6 +150,62 @@ async fn oversize_body_is_refused_while_streaming() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_in_memory_are_bounded_by_the_budget() {
+    // Room for one largest body: while a request holds it, the next waits and then gets 503.
+    let limit = 64 * 1024;
+    let b = start(
+        BusChoice::Embedded,
+        IngressConfig {
+            max_body: limit,
+            body_memory_bytes: limit,
+            body_memory_wait: Duration::from_millis(200),
+            retry_after_secs: 3,
+            ..IngressConfig::default()
+        },
+    )
+    .await;
+    // Declares the full limit, sends one byte, then stalls until `go`, then breaks off.
+    let (go, stalled) = tokio::sync::oneshot::channel::<()>();
+    let first = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"<"))
+    });
+    let rest = futures_util::stream::once(async move {
+        let _ = stalled.await;
+        Err::<bytes::Bytes, _>(std::io::Error::other("client gone"))
+    });
+    let req = Request::post("/v1/messages")
+        .header("content-type", FHIR)
+        .header("content-length", limit.to_string())
+        .body(Body::from_stream(futures_util::StreamExt::chain(
+            first, rest,
+        )))
+        .unwrap();
+    let router = b.router.clone();
+    let slow = tokio::spawn(async move {
+        tower::ServiceExt::oneshot(router, req)
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, body) = unique_hn(1, 1);
+    let req = Request::post("/v1/messages")
+        .header("content-type", FHIR)
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (code, headers, v) = b.send_full(req).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "memory-budget");
+    assert_eq!(headers["retry-after"], "3");
+    // The stalled request is answered (its body broke off): its room is free again.
+    go.send(()).unwrap();
+    assert_eq!(slow.await.unwrap(), StatusCode::BAD_REQUEST);
+    let (code, v) = b.post(FHIR, body).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{v}");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_content_type_is_415() {
     let b = embedded().await;
     for ct in ["application/json", "text/plain", ""] {

@@ -113,6 +113,7 @@ pub const BROKER_CODES: &[&str] = &[
     "body-read",
     "conflict",
     "disk-full",
+    "memory-budget",
     "store-unavailable",
     "too-large",
     "unsupported-media-type",

@@ -178,6 +178,7 @@ pub async fn serve(cfg: Config, telemetry: SharedTelemetry) -> Result<()> {
                 max_depth: cfg.limits.outbox_max_depth,
                 retry_after_secs: cfg.limits.retry_after_secs,
                 blocking_validate_bytes: cfg.limits.blocking_validate_bytes,
+                body_memory_bytes: cfg.limits.body_memory_bytes,
                 ..IngressConfig::default()
             },
             relay.waker(),
