@@ -173,31 +173,35 @@ pub(crate) async fn post_message(
             format!("the body exceeds {limit} bytes"),
         );
     }
+    // Over a configured limit: 503 + Retry-After, counted under `code`.
+    let busy = |code: &'static str, text: String| {
+        obs.rejected(None, None, code, StatusCode::SERVICE_UNAVAILABLE);
+        answer::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            text,
+            ing.cfg.retry_after_secs,
+        )
+    };
     let depth = ing.outbox.depth();
     if depth > ing.cfg.max_depth {
-        obs.rejected(None, None, "backpressure", StatusCode::SERVICE_UNAVAILABLE);
-        return answer::retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return busy(
             "backpressure",
             format!(
                 "{depth} messages wait to be published (limit {}); retry later",
                 ing.cfg.max_depth
             ),
-            ing.cfg.retry_after_secs,
         );
     }
     // Held until this request is answered: its bytes live through validation and the accept.
     let want = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit).min(limit));
     let Some(_room) = ing.bodies.reserve(want, ing.cfg.body_memory_wait).await else {
-        obs.rejected(None, None, "memory-budget", StatusCode::SERVICE_UNAVAILABLE);
-        return answer::retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return busy(
             "memory-budget",
             format!(
                 "request bodies in memory are at their limit ({} bytes); retry later",
                 ing.cfg.body_memory_bytes.max(limit)
             ),
-            ing.cfg.retry_after_secs,
         );
     };
     let bytes = match read_limited(body, limit).await {
