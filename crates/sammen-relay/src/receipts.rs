@@ -8,8 +8,10 @@
 //! Several nodes (issue #6): a receipt on the node's own queue (the `reply_to` of what it published) is
 //! for this node. The shared queue holds receipts for messages published without a `reply_to` (before the
 //! upgrade) and is consumed by every node, so a receipt there may be for a message another node holds: it
-//! is returned (`nack` with requeue) for another consumer, until it has been delivered
-//! [`SHARED_REDELIVERIES`] times **and** this node first saw it [`SHARED_MIN_AGE`] ago; then it is
+//! is put back at the end of the queue for another consumer ([`QueueConsumer::requeue_at_back`], counted
+//! in the [`HEADER_RETURNS`] header; a `nack` with requeue went back to the same node again and again),
+//! until it has been returned [`SHARED_REDELIVERIES`] times **and** this node first saw it
+//! [`SHARED_MIN_AGE`] ago; then it is
 //! dropped, logged with its message id and counted (`sammen_receipts_unmatched_total`). Both bounds,
 //! because a count alone ran out in well under a second while the node holding the message was busy (CI:
 //! 2 of 40 receipts dropped, their messages left `published`). Limitation: a node that is down for longer than those redeliveries
@@ -17,7 +19,7 @@
 //! delivery itself happened). Its own queue keeps everything until it is back.
 
 use crate::{blocking, RelayError, SharedOutbox};
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use sammen_backoff::ExponentialBackoff;
 use sammen_bus::message::HEADER_DELIVERY_COUNT;
@@ -37,6 +39,9 @@ use tracing::{debug, info, warn};
 /// Deliveries of a shared-queue receipt no node holds before it is dropped: enough for every node of a
 /// small cluster to see it many times over (RabbitMQ hands a returned message to any consumer).
 pub const SHARED_REDELIVERIES: u32 = 20;
+
+/// Header counting how often nodes put a shared-queue receipt back ([`QueueConsumer::requeue_at_back`]).
+pub const HEADER_RETURNS: &str = "sammen-receipt-returns";
 
 /// How long a node keeps returning a shared-queue receipt it does not hold before it may drop it.
 pub const SHARED_MIN_AGE: Duration = Duration::from_secs(5);
@@ -234,7 +239,8 @@ impl AmqpReceipts {
                     // Not acked: RabbitMQ redelivers it after we reconnect.
                     Err(e) => return Err(format!("applying receipt: {e}")),
                 };
-                let mut count = delivery_count(d.properties.headers().as_ref());
+                let headers = d.properties.headers().as_ref();
+                let mut count = delivery_count(headers).max(returns(headers));
                 let mut young = false;
                 if q.shared && !applied.held {
                     if seen.len() >= 10_000 {
@@ -255,11 +261,14 @@ impl AmqpReceipts {
                 } else if q.shared && (count < SHARED_REDELIVERIES || young) {
                     // Probably another node's (published before reply_to): let another consumer take it.
                     self.stats.returned.fetch_add(1, Ordering::Relaxed);
-                    let requeue = BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    };
-                    timed("basic.nack", d.acker.nack(requeue)).await?;
+                    let mut h = headers.cloned().unwrap_or_default();
+                    h.insert(
+                        HEADER_RETURNS.into(),
+                        AMQPValue::LongUInt(count.saturating_add(1)),
+                    );
+                    qc.requeue_at_back(&d.data, d.properties.clone().with_headers(h))
+                        .await?;
+                    timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
                     // A short pause, so a lone node does not spin on it and others get their turn.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -291,6 +300,14 @@ struct Queue {
     name: String,
     /// The shared (legacy) queue, where a receipt may be another node's.
     shared: bool,
+}
+
+/// How often nodes returned this receipt ([`HEADER_RETURNS`]; absent before the first return).
+fn returns(h: Option<&FieldTable>) -> u32 {
+    match h.and_then(|h| h.inner().get(HEADER_RETURNS)) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        _ => 0,
+    }
 }
 
 /// Quorum queues count earlier deliveries in `x-delivery-count` (absent on the first).

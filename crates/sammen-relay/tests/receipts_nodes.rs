@@ -179,6 +179,15 @@ fn not_delivered(ob: &SharedOutbox, ids: &[String]) -> Vec<(String, Option<State
         .collect()
 }
 
+/// (applied, returned, unmatched) of one node's receipts consumer.
+fn stats(s: &ReceiptStats) -> (u64, u64, u64) {
+    (
+        s.applied.load(Ordering::Relaxed),
+        s.returned.load(Ordering::Relaxed),
+        s.unmatched.load(Ordering::Relaxed),
+    )
+}
+
 /// Two nodes publishing the way `publisher` says, one subscriber: every message ends `delivered` on the
 /// node that accepted it.
 async fn two_nodes(publisher: Publisher) -> [Node; 2] {
@@ -282,9 +291,12 @@ async fn two_nodes(publisher: Publisher) -> [Node; 2] {
     assert!(
         missing.iter().all(Vec::is_empty),
         "not delivered on the node that accepted them (node a: {} of {PER_NODE}, node b: {} of \
-         {PER_NODE}): {missing:?}",
+         {PER_NODE}): {missing:?}; receipts per node (applied, returned, unmatched): {:?}; \
+         subscriber: {:?}",
         missing[0].len(),
-        missing[1].len()
+        missing[1].len(),
+        nodes.iter().map(|n| stats(&n.stats)).collect::<Vec<_>>(),
+        sub.stats()
     );
     assert_eq!(sub.stats().receipt_failures, 0);
     assert_eq!(unmatched(&nodes), 1, "the stray receipt is dropped once");
