@@ -14,6 +14,6 @@ lane() {
 }
 : > logs/summary.txt
 lane hospital_notification acknowledgement oioxml sbdh &
-lane care_communication vans xml_tree &
+lane care_communication vans xml_tree audit_leaf &
 wait
 cat logs/summary.txt

@@ -1,14 +1,16 @@
 //! The leaf: one lifecycle event, its canonical encoding and the keyed patient pseudonym.
 //!
-//! ## Encoding (version 1)
-//! A leaf's bytes are the compact JSON that `serde_json` writes for [`Leaf`]: fields in declaration order,
-//! absent optional fields omitted, integers only (no floats), strings as given (UTF-8, JSON escapes as
-//! `serde_json` writes them). The encoding is *canonical*: [`Leaf::decode`] refuses bytes that do not
-//! re-encode to themselves, so one event has exactly one byte string and one leaf hash. `"v":1` is the
-//! first field; a future version adds a new number and keeps decoding old leaves.
+//! ## Encodings
+//! Leaves written today are **version 2**, compact binary (layout and why in [`crate::leaf_bin`]: about
+//! 170 instead of 430 bytes a leaf, and the audit's cost follows its bytes). Logs keep **version 1**
+//! leaves they already hold, and they keep verifying: the compact JSON that `serde_json` writes for
+//! [`Leaf`] with `v = 1` (fields in declaration order, absent optional fields omitted, integers only,
+//! strings as `serde_json` escapes them), recognised by its first byte `{`. A leaf's `v` says which
+//! encoding [`Leaf::encode`] writes.
 //!
-//! JSON rather than a binary format because an auditor reads proofs with ordinary tools; determinism comes
-//! from the fixed struct layout, not from a generic canonicaliser.
+//! Both are *canonical*: [`Leaf::decode`] refuses bytes that do not re-encode to themselves, so one event
+//! has exactly one byte string and one leaf hash. An auditor reads leaves decoded, as JSON (`sammen audit
+//! search`, the `decoded` part of a proof), with ordinary tools.
 //!
 //! ## Personal data
 //! No field holds a name, clinical text or CPR number. The patient appears only as
@@ -22,8 +24,11 @@ use sha2::{Digest, Sha256};
 
 use crate::error::AuditError;
 
-/// Leaf format version written today.
-pub const LEAF_VERSION: u8 = 1;
+/// Leaf format version written today ([`crate::leaf_bin`]).
+pub const LEAF_VERSION: u8 = crate::leaf_bin::VERSION;
+
+/// The JSON leaf format of logs written before version 2.
+pub const LEAF_VERSION_JSON: u8 = 1;
 
 /// Position of a leaf in the log (0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -197,18 +202,31 @@ pub struct Leaf {
 }
 
 impl Leaf {
-    /// Canonical bytes.
+    /// Canonical bytes: version-1 JSON when `v` is 1, else version 2.
     pub fn encode(&self) -> Vec<u8> {
-        // Serialising a struct of strings, integers and unit enums cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        if self.v == LEAF_VERSION_JSON {
+            // Serialising a struct of strings, integers and unit enums cannot fail.
+            serde_json::to_vec(self).unwrap_or_default()
+        } else {
+            crate::leaf_bin::encode(self)
+        }
     }
 
-    /// Decode canonical bytes; refuses non-canonical input.
+    /// Decode canonical bytes of either version; refuses non-canonical input.
     pub fn decode(bytes: &[u8]) -> Result<Leaf, LeafDecodeError> {
-        let leaf: Leaf = serde_json::from_slice(bytes).map_err(|_| LeafDecodeError::Malformed)?;
-        if leaf.v != LEAF_VERSION {
-            return Err(LeafDecodeError::UnknownVersion(leaf.v));
-        }
+        let leaf = match bytes.first() {
+            Some(b'{') => {
+                let leaf: Leaf =
+                    serde_json::from_slice(bytes).map_err(|_| LeafDecodeError::Malformed)?;
+                if leaf.v != LEAF_VERSION_JSON {
+                    return Err(LeafDecodeError::UnknownVersion(leaf.v));
+                }
+                leaf
+            }
+            Some(&crate::leaf_bin::VERSION) => crate::leaf_bin::decode(bytes)?,
+            Some(&v) if v < b' ' => return Err(LeafDecodeError::UnknownVersion(v)),
+            _ => return Err(LeafDecodeError::Malformed),
+        };
         if leaf.encode() != bytes {
             return Err(LeafDecodeError::NotCanonical);
         }
@@ -436,9 +454,17 @@ mod tests {
         ev.patient = Some(PatientId::new("urn:oid:1.2.208.176.1.2", "2512489996"));
         let leaf = ev.into_leaf(&key);
         let bytes = leaf.encode();
-        assert!(bytes.starts_with(b"{\"v\":1,\"time_ms\":1700000000000,\"event\":{\"kind\":\"acknowledged\",\"code\":\"ok\"}"));
+        assert_eq!(bytes[0], LEAF_VERSION);
         assert_eq!(Leaf::decode(&bytes).unwrap(), leaf);
         assert!(!String::from_utf8_lossy(&bytes).contains("2512489996"));
+        // The same leaf as version 1 (as older logs hold it) is JSON and decodes as such.
+        let v1 = Leaf {
+            v: LEAF_VERSION_JSON,
+            ..leaf
+        };
+        let bytes = v1.encode();
+        assert!(bytes.starts_with(b"{\"v\":1,\"time_ms\":1700000000000,\"event\":{\"kind\":\"acknowledged\",\"code\":\"ok\"}"));
+        assert_eq!(Leaf::decode(&bytes).unwrap(), v1);
         let spaced = String::from_utf8(bytes).unwrap().replacen(':', ": ", 1);
         assert_eq!(
             Leaf::decode(spaced.as_bytes()),
@@ -464,9 +490,12 @@ mod tests {
             code: None,
             suppressed: None,
         };
-        let bytes = LeafEvent::new(1, plain, Outcome::SeriousFailure)
-            .into_leaf(&key)
-            .encode();
+        let leaf = LeafEvent::new(1, plain, Outcome::SeriousFailure).into_leaf(&key);
+        let bytes = Leaf {
+            v: LEAF_VERSION_JSON,
+            ..leaf
+        }
+        .encode();
         let old = br#"{"v":1,"time_ms":1,"event":{"kind":"certificate-refused"},"outcome":"serious-failure"}"#;
         assert_eq!(bytes, old);
         assert!(Leaf::decode(old).is_ok());
@@ -474,7 +503,9 @@ mod tests {
             code: Some("unknown-ca".into()),
             suppressed: Some(3),
         };
-        let leaf = LeafEvent::new(1, coded, Outcome::SeriousFailure).into_leaf(&key);
+        let mut leaf = LeafEvent::new(1, coded, Outcome::SeriousFailure).into_leaf(&key);
+        assert_eq!(Leaf::decode(&leaf.encode()).unwrap(), leaf);
+        leaf.v = LEAF_VERSION_JSON;
         let bytes = leaf.encode();
         assert!(String::from_utf8_lossy(&bytes)
             .contains(r#"{"kind":"certificate-refused","code":"unknown-ca","suppressed":3}"#));

@@ -50,6 +50,7 @@ mod error;
 pub mod export;
 pub mod keys;
 pub mod leaf;
+pub mod leaf_bin;
 pub mod ops;
 pub mod proof;
 pub mod store;

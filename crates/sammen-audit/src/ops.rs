@@ -28,8 +28,11 @@ use crate::proof::{verify_consistency, verify_inclusion};
 use crate::store::{decode_u64, index_prefix, trees, u64_key, LogNodes, META_NODES_SIZE, POSTINGS};
 use crate::tree::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
-/// Format tag of [`ProofDocument`].
-pub const PROOF_FORMAT: &str = "sammen-audit-proof/1";
+/// Format tag of [`ProofDocument`] as written today: each leaf's bytes in base64, and the leaf decoded.
+pub const PROOF_FORMAT: &str = "sammen-audit-proof/2";
+/// Format tag of proof documents written before binary leaves: each leaf's bytes as JSON text. Still
+/// checked.
+pub const PROOF_FORMAT_V1: &str = "sammen-audit-proof/1";
 /// Format tag of [`ConsistencyDocument`].
 pub const CONSISTENCY_FORMAT: &str = "sammen-audit-consistency/1";
 
@@ -342,8 +345,13 @@ pub fn verify(data_dir: &Path, public_key: &Path) -> Result<VerifyReport, AuditE
 pub struct ProvenLeaf {
     /// Leaf index.
     pub index: u64,
-    /// The canonical leaf bytes (JSON text).
+    /// The canonical leaf bytes: base64 ([`PROOF_FORMAT`]), or the JSON text itself
+    /// ([`PROOF_FORMAT_V1`]).
     pub leaf: String,
+    /// The leaf decoded, for reading ([`PROOF_FORMAT`]); [`check_proof`] refuses a document where it
+    /// differs from what `leaf` decodes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoded: Option<Leaf>,
     /// Audit path, hex hashes, leaf to root.
     pub proof: Vec<String>,
 }
@@ -489,7 +497,8 @@ pub fn prove_store<S: Store + ?Sized>(
         let proof = inclusion_proof(&nodes, i, size)?;
         entries.push(ProvenLeaf {
             index: i,
-            leaf: String::from_utf8_lossy(&bytes).into_owned(),
+            leaf: B64.encode(&bytes),
+            decoded: Leaf::decode(&bytes).ok(),
             proof: proof.iter().map(|h| hex(h)).collect(),
         });
     }
@@ -528,19 +537,34 @@ pub fn check_proof(
     doc: &ProofDocument,
     key: &VerifyingKey,
 ) -> Result<Vec<(LeafIndex, Leaf)>, AuditError> {
-    if doc.format != PROOF_FORMAT {
-        return Err(AuditError::Checkpoint(format!(
-            "unknown proof format {:?}",
-            doc.format
-        )));
-    }
+    let base64 = match doc.format.as_str() {
+        PROOF_FORMAT => true,
+        PROOF_FORMAT_V1 => false,
+        other => {
+            return Err(AuditError::Checkpoint(format!(
+                "unknown proof format {other:?}"
+            )))
+        }
+    };
     let cp = SignedCheckpoint::parse(&doc.checkpoint)?;
     cp.verify(key)?;
     let c = &cp.checkpoint;
     let mut out = Vec::with_capacity(doc.entries.len());
     for e in &doc.entries {
-        let leaf = Leaf::decode(e.leaf.as_bytes())
+        let bytes = if base64 {
+            B64.decode(&e.leaf)
+                .map_err(|_| AuditError::Checkpoint(format!("leaf {}: not base64", e.index)))?
+        } else {
+            e.leaf.as_bytes().to_vec()
+        };
+        let leaf = Leaf::decode(&bytes)
             .map_err(|err| AuditError::Checkpoint(format!("leaf {}: {err}", e.index)))?;
+        if base64 && e.decoded.as_ref() != Some(&leaf) {
+            return Err(AuditError::Checkpoint(format!(
+                "leaf {}: the decoded leaf is not what its bytes say",
+                e.index
+            )));
+        }
         if leaf.message_id.as_deref() != Some(doc.message_id.as_str()) {
             return Err(AuditError::Checkpoint(format!(
                 "leaf {} is about another message",
@@ -548,13 +572,7 @@ pub fn check_proof(
             )));
         }
         let proof = parse_hashes(&e.proof)?;
-        verify_inclusion(
-            &leaf_hash(e.leaf.as_bytes()),
-            e.index,
-            c.size,
-            &proof,
-            &c.root,
-        )?;
+        verify_inclusion(&leaf_hash(&bytes), e.index, c.size, &proof, &c.root)?;
         out.push((LeafIndex(e.index), leaf));
     }
     Ok(out)

@@ -2,6 +2,8 @@
 //! rollback detection, tamper detection by `verify`, and no personal data anywhere.
 #![allow(clippy::unwrap_used)]
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 
 use sammen_audit::ops::{
@@ -134,9 +136,28 @@ fn end_to_end_on_fjall_proofs_search_and_no_personal_data() {
     let leaves = check_proof(&back, &key(1).verifying_key()).unwrap();
     assert_eq!(leaves[2].1.event, Event::Acknowledged { code: AckCode::Ok });
     assert!(check_proof(&back, &key(2).verifying_key()).is_err());
+    // The readable part says another event than the bytes: refused.
     let mut forged = back.clone();
-    forged.entries[0].leaf = forged.entries[0].leaf.replace("accepted", "rejected");
+    let decoded = forged.entries[0].decoded.as_mut().unwrap();
+    assert_eq!(decoded.event, Event::Accepted);
+    decoded.event = Event::Rejected { code: "x".into() };
     assert!(check_proof(&forged, &key(1).verifying_key()).is_err());
+    // Other bytes (the outcome byte of the binary leaf), decoded part to match: the proof fails.
+    let mut forged = back.clone();
+    let mut bytes = B64.decode(&forged.entries[0].leaf).unwrap();
+    bytes[9] = 8;
+    forged.entries[0].leaf = B64.encode(&bytes);
+    let mut leaf = Leaf::decode(&bytes).unwrap();
+    assert_eq!(leaf.outcome, Outcome::SeriousFailure);
+    forged.entries[0].decoded = Some(leaf.clone());
+    assert!(check_proof(&forged, &key(1).verifying_key()).is_err());
+    // Format 1 (leaf bytes as text) is still read; a binary leaf cannot be written that way.
+    let mut v1 = back.clone();
+    v1.format = "sammen-audit-proof/1".into();
+    assert!(check_proof(&v1, &key(1).verifying_key()).is_err());
+    leaf.v = 1;
+    v1.entries[0].leaf = String::from_utf8(leaf.encode()).unwrap();
+    assert!(check_proof(&v1, &key(1).verifying_key()).is_err());
     let mut moved = back.clone();
     moved.entries[0].index += 1;
     assert!(check_proof(&moved, &key(1).verifying_key()).is_err());
@@ -245,6 +266,65 @@ fn to_per_leaf_index(store: &FjallStore) {
 
 fn hits<S: Store>(store: &S, q: &Search) -> usize {
     search_store(store, q).unwrap().len()
+}
+
+#[test]
+fn json_leaves_of_older_logs_keep_verifying_and_proving_beside_binary_ones() {
+    let d = dirs();
+    let store = FjallStore::open(&d.store, &trees::ALL).unwrap();
+    let log = AuditLog::open(store, config(&d.export), key(1)).unwrap();
+    let pk = config(&d.export).patient_key;
+    // As version 1 wrote them: JSON.
+    let old: Vec<Leaf> = [Event::Accepted, Event::Published]
+        .into_iter()
+        .map(|ev| Leaf {
+            v: 1,
+            ..event(1, ev).into_leaf(&pk)
+        })
+        .collect();
+    log.submit_leaves(Batch::new(), &old)
+        .unwrap()
+        .wait()
+        .unwrap();
+    log.checkpoint_at(1_800_000_000_000).unwrap();
+    // After the upgrade: binary.
+    log.submit(Batch::new(), vec![event(1, Event::Delivered)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    log.checkpoint_at(1_800_000_000_001).unwrap();
+    drop(log);
+    let s = reopen(&d);
+    let raw = |i: u64| s.get(trees::LEAVES, &i.to_be_bytes()).unwrap().unwrap();
+    assert!(raw(1).starts_with(b"{\"v\":1,"));
+    assert_eq!(raw(3)[0], 2);
+    verify_store(&s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+    assert_eq!(hits(&s, &Search::MessageId(msg_id(1))), 3);
+    let doc = prove_store(&s, &msg_id(1)).unwrap();
+    let leaves = check_proof(&doc, &key(1).verifying_key()).unwrap();
+    let versions: Vec<u8> = leaves.iter().map(|(_, l)| l.v).collect();
+    assert_eq!(versions, [1, 1, 2]);
+    // A proof document of format 1 (leaves as JSON text), as the older version printed it, still checks.
+    let mut v1 = doc.clone();
+    v1.format = "sammen-audit-proof/1".into();
+    v1.entries.truncate(2);
+    for e in &mut v1.entries {
+        e.leaf = String::from_utf8(B64.decode(&e.leaf).unwrap()).unwrap();
+        e.decoded = None;
+    }
+    assert_eq!(check_proof(&v1, &key(1).verifying_key()).unwrap().len(), 2);
+    // Reopened by the broker: the log takes both and grows.
+    drop(s);
+    let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+    log.submit(
+        Batch::new(),
+        vec![event(1, Event::Acknowledged { code: AckCode::Ok })],
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
+    log.checkpoint_at(1_800_000_000_002).unwrap();
+    verify_store(log.store(), &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
 }
 
 #[test]

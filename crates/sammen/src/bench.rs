@@ -576,10 +576,13 @@ const CLK_TCK: f64 = 100.0;
 
 /// utime + stime of `pid`, in seconds.
 fn cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// User + system CPU seconds of a `/proc/.../stat` line.
+fn stat_cpu_secs(s: &str) -> Option<f64> {
     // Fields after the command name, which may contain spaces, start after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f: Vec<&str> = s.get(s.rfind(')')? + 2..)?.split_whitespace().collect();
     // utime is field 14 overall, i.e. index 11 after pid and comm.
     let ut: f64 = f.get(11)?.parse().ok()?;
     let st: f64 = f.get(12)?.parse().ok()?;
@@ -814,6 +817,10 @@ struct ShareSide {
     target: Arc<Target>,
     /// Per round: (accepted, broker CPU seconds, wall seconds).
     rounds: Vec<(u64, f64, f64)>,
+    /// Per round: CPU seconds of the store engine's background threads (flushes, compactions), part
+    /// of the round's CPU. Reported apart because they are the lumpy part: a compaction lands in
+    /// whichever round it happens to.
+    background: Vec<f64>,
 }
 
 /// Two spawned brokers, audit log on and off, same config otherwise; `rounds` alternating rounds of
@@ -839,6 +846,7 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
             broker,
             target,
             rounds: Vec::new(),
+            background: Vec::new(),
         });
     }
     println!(
@@ -852,7 +860,10 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
         let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             match share_round(&sides[i], &templates, a, n).await {
-                Ok(m) => sides[i].rounds.push(m),
+                Ok((m, bg)) => {
+                    sides[i].rounds.push(m);
+                    sides[i].background.push(bg);
+                }
                 Err(e) => {
                     result = Err(e.context(format!("round {} ({})", r + 1, sides[i].name)));
                     break 'rounds;
@@ -896,6 +907,15 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
             off.0 as f64 / off.2,
             ((off.0 as f64 / off.2) / (on.0 as f64 / on.2) - 1.0) * 100.0
         );
+        let bg = |s: &ShareSide, accepted: u64| {
+            s.background.iter().sum::<f64>() * 1e6 / accepted.max(1) as f64
+        };
+        let (bg_on, bg_off) = (bg(&sides[0], on.0), bg(&sides[1], off.0));
+        let (fg_on, fg_off) = (per_accept_us(&on) - bg_on, per_accept_us(&off) - bg_off);
+        println!(
+            "of which the store engine's background threads (flushes, compactions): on {bg_on:.0} us, off {bg_off:.0} us; the rest: on {fg_on:.0} us, off {fg_off:.0} us, audit share {:.1}%",
+            (fg_on / fg_off - 1.0) * 100.0
+        );
     }
     for s in sides {
         if result.is_err() {
@@ -914,15 +934,17 @@ fn per_accept_us(m: &(u64, f64, f64)) -> f64 {
     m.1 * 1e6 / (m.0.max(1) as f64)
 }
 
-/// One closed-loop round against one broker: (accepted, broker CPU seconds until idle again, wall seconds).
+/// One closed-loop round against one broker: (accepted, broker CPU seconds until idle again, wall
+/// seconds), and the CPU seconds of the store engine's background threads in that time.
 async fn share_round(
     side: &ShareSide,
     templates: &Arc<Vec<Template>>,
     a: &BenchArgs,
     n: u64,
-) -> Result<(u64, f64, f64)> {
+) -> Result<((u64, f64, f64), f64)> {
     let pid = side.broker.child.id();
     let c0 = idle_cpu(pid).await?;
+    let b0 = background_cpu_secs(pid);
     let t0 = Instant::now();
     let load = Arc::new(Load {
         templates: templates.clone(),
@@ -955,7 +977,24 @@ async fn share_round(
     }
     // The relay publishes after the 202: its work is part of the message's cost, so wait for it.
     let c1 = idle_cpu(pid).await?;
-    Ok((accepted, c1 - c0, wall))
+    Ok(((accepted, c1 - c0, wall), background_cpu_secs(pid) - b0))
+}
+
+/// CPU seconds of the broker's store-engine worker threads (fjall names them `fjall:worker`). They live
+/// as long as the store, so their sum only grows.
+fn background_cpu_secs(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|s| {
+            s.split_once('(')
+                .is_some_and(|(_, c)| c.starts_with("fjall:worker"))
+        })
+        .filter_map(|s| stat_cpu_secs(&s))
+        .sum()
 }
 
 /// The broker's CPU seconds once it is idle (at most one clock tick in 300 ms; 60 s at most).
