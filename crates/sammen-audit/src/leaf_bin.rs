@@ -195,13 +195,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Leaf, LeafDecodeError> {
             if flags & !3 != 0 {
                 return Err(LeafDecodeError::Malformed);
             }
-            let code = if flags & 1 != 0 {
-                Some(r.string()?)
-            } else {
-                None
-            };
-            let suppressed = if flags & 2 != 0 { Some(r.u64()?) } else { None };
-            Event::CertificateRefused { code, suppressed }
+            Event::CertificateRefused {
+                code: r.opt(flags & 1 != 0, Reader::string)?,
+                suppressed: r.opt(flags & 2 != 0, Reader::u64)?,
+            }
         }
         13 => Event::IdentityRefused,
         14 => Event::ConfigReload,
@@ -219,52 +216,22 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Leaf, LeafDecodeError> {
         return Err(LeafDecodeError::Malformed);
     }
     let has = |bit: u16| present & bit != 0;
-    let mut leaf = Leaf {
+    // Fields are read in the order they are written (a struct literal evaluates in order).
+    let leaf = Leaf {
         v: VERSION,
         time_ms,
         event,
-        message_id: None,
-        bundle_id: None,
-        family: None,
-        event_code: None,
-        sender: None,
-        receiver: None,
-        cert_fingerprint: None,
-        payload_sha256: None,
+        message_id: r.opt(has(MESSAGE_ID), Reader::string)?,
+        bundle_id: r.opt(has(BUNDLE_ID), Reader::string)?,
+        family: r.opt(has(FAMILY), Reader::family)?,
+        event_code: r.opt(has(EVENT_CODE), Reader::string)?,
+        sender: r.opt(has(SENDER), Reader::party)?,
+        receiver: r.opt(has(RECEIVER), Reader::party)?,
+        cert_fingerprint: r.opt(has(CERT), Reader::hash)?,
+        payload_sha256: r.opt(has(PAYLOAD), Reader::hash)?,
         outcome,
-        patient: None,
+        patient: r.opt(has(PATIENT), Reader::hash)?,
     };
-    if has(MESSAGE_ID) {
-        leaf.message_id = Some(r.string()?);
-    }
-    if has(BUNDLE_ID) {
-        leaf.bundle_id = Some(r.string()?);
-    }
-    if has(FAMILY) {
-        let name = r.str()?;
-        leaf.family = Some(
-            name.parse::<Family>()
-                .map_err(|_| LeafDecodeError::Malformed)?,
-        );
-    }
-    if has(EVENT_CODE) {
-        leaf.event_code = Some(r.string()?);
-    }
-    if has(SENDER) {
-        leaf.sender = Some(r.party()?);
-    }
-    if has(RECEIVER) {
-        leaf.receiver = Some(r.party()?);
-    }
-    if has(CERT) {
-        leaf.cert_fingerprint = Some(r.hash()?);
-    }
-    if has(PAYLOAD) {
-        leaf.payload_sha256 = Some(r.hash()?);
-    }
-    if has(PATIENT) {
-        leaf.patient = Some(r.hash()?);
-    }
     if !r.0.is_empty() {
         return Err(LeafDecodeError::Malformed);
     }
@@ -352,22 +319,30 @@ impl<'a> Reader<'a> {
         self.str().map(str::to_owned)
     }
 
+    /// `read` when `present`.
+    fn opt<T>(
+        &mut self,
+        present: bool,
+        read: fn(&mut Self) -> Result<T, LeafDecodeError>,
+    ) -> Result<Option<T>, LeafDecodeError> {
+        present.then(|| read(self)).transpose()
+    }
+
+    fn family(&mut self) -> Result<Family, LeafDecodeError> {
+        self.str()?
+            .parse::<Family>()
+            .map_err(|_| LeafDecodeError::Malformed)
+    }
+
     fn party(&mut self) -> Result<Party, LeafDecodeError> {
         let flags = self.u8()?;
         if flags & !3 != 0 {
             return Err(LeafDecodeError::Malformed);
         }
-        let gln = if flags & 1 != 0 {
-            Some(self.string()?)
-        } else {
-            None
-        };
-        let sor = if flags & 2 != 0 {
-            Some(self.string()?)
-        } else {
-            None
-        };
-        Ok(Party { gln, sor })
+        Ok(Party {
+            gln: self.opt(flags & 1 != 0, Reader::string)?,
+            sor: self.opt(flags & 2 != 0, Reader::string)?,
+        })
     }
 
     fn hash(&mut self) -> Result<String, LeafDecodeError> {
