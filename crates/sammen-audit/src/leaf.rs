@@ -2,7 +2,7 @@
 //!
 //! ## Encodings
 //! Leaves written today are **version 2**, compact binary (layout and why in [`crate::leaf_bin`]: about
-//! 170 instead of 430 bytes a leaf, and the audit's cost follows its bytes). Logs keep **version 1**
+//! 160 instead of 430 bytes a leaf, in a log that is kept for good). Logs keep **version 1**
 //! leaves they already hold, and they keep verifying: the compact JSON that `serde_json` writes for
 //! [`Leaf`] with `v = 1` (fields in declaration order, absent optional fields omitted, integers only,
 //! strings as `serde_json` escapes them), recognised by its first byte `{`. A leaf's `v` says which

@@ -1,9 +1,9 @@
 //! Leaf encoding version 2: compact binary.
 //!
-//! Why: the audit's cost on the accept path follows the bytes it adds to the store (three leaves per
-//! message, each copied into the journal, a memtable, a flushed table and later compactions). Version 1
-//! JSON spends about 430 bytes on a leaf (field names, hashes as hex); this spends about 170 on the
-//! same facts, and no JSON escaping. Version-1 leaves keep decoding and verifying unchanged; `sammen audit
+//! Why: the log is kept for good, three leaves per message, and every byte of a leaf is also copied into
+//! the journal, a memtable, a flushed table and later compactions on the accept path. Version 1 JSON
+//! spends about 430 bytes on a leaf (field names, hashes as hex); this spends about 160 on the same facts,
+//! and no JSON escaping. (Whether it lowers the audit's CPU share measurably is open: README "Audit cost".) Version-1 leaves keep decoding and verifying unchanged; `sammen audit
 //! search` and `prove` show every leaf decoded as JSON, so an auditor still reads them with ordinary tools.
 //!
 //! Written by hand because no crate gives a canonical binary form of our own struct with a strict,
