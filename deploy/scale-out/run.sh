@@ -16,7 +16,10 @@
 #   DURATION    seconds of load [60]          CLIENTS  HTTP clients per sammen node [4]
 #   STOP_NODE   RabbitMQ node stopped mid-run, 1..3 [2: the node sammen node B is connected to]
 #   STOP_AT     seconds into the load when it is stopped [15]   DOWN  seconds it stays down [15]
-#   PORT_BASE   AMQP ports PORT_BASE+1..3, distribution ports +11..13, sammen HTTP +21..22, metrics +31..32 [35600]
+#   PORT_BASE   AMQP ports PORT_BASE+1..3, distribution ports +11..13, sammen HTTP +21..22, metrics +31..32
+#               [the first of 25600, 25700, ... 26500 whose ports are all free]. Below Linux's ephemeral
+#               range (32768-60999): a fixed port inside it can be taken by any outgoing connection, as
+#               RabbitMQ's dist port once was in CI (`dist_port_already_used`).
 #   DRAIN       seconds to wait for the subscribers (and then the receipts) after the load [180]
 #   KEEP=1      keep the work directory (logs) after a successful run; it is always kept after a failure
 #   WORK        work directory [a fresh mktemp -d]
@@ -30,7 +33,7 @@ CLIENTS=${CLIENTS:-4}
 STOP_NODE=${STOP_NODE:-2}
 STOP_AT=${STOP_AT:-15}
 DOWN=${DOWN:-15}
-PORT_BASE=${PORT_BASE:-35600}
+PORT_BASE=${PORT_BASE:-}
 DRAIN=${DRAIN:-180}
 RMQ_BIN=${RMQ_BIN:-/usr/lib/rabbitmq/bin}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/sammen-scale-out.XXXXXX")}
@@ -50,6 +53,25 @@ dist_port() { echo $((PORT_BASE + 10 + $1)); }
 http_port() { echo $((PORT_BASE + 20 + $1)); }
 metrics_port() { echo $((PORT_BASE + 30 + $1)); }
 amqp_url() { echo "amqp://guest:guest@127.0.0.1:$(amqp_port "$1")/%2f"; }
+
+# A port is taken when something listens on it or a connection uses it as its local port.
+port_taken() { ss -Htan "( sport = :$1 )" 2>/dev/null | grep -q .; }
+ports_free() {
+  local i
+  for i in 1 2 3; do port_taken "$(amqp_port $i)" && return 1; port_taken "$(dist_port $i)" && return 1; done
+  for i in 1 2; do port_taken "$(http_port $i)" && return 1; port_taken "$(metrics_port $i)" && return 1; done
+  return 0
+}
+if [ -z "$PORT_BASE" ]; then
+  for base in $(seq 25600 100 26500); do
+    PORT_BASE=$base
+    ports_free && break
+    PORT_BASE=
+  done
+  [ -n "$PORT_BASE" ] || die "no free port range in 25600-26539 (set PORT_BASE)"
+else
+  ports_free || die "a port of PORT_BASE=$PORT_BASE (+1..+32) is in use"
+fi
 
 # Our own Erlang cookie and env file: the CLI tools and nodes find both through HOME / RABBITMQ_CONF_ENV_FILE.
 mkdir -p "$WORK/home"

@@ -104,6 +104,20 @@ async fn e2e(choice: BusChoice) {
 
     let glns: BTreeSet<String> = want.values().map(|(g, _)| g.clone()).collect();
     let mut pending: BTreeSet<String> = want.keys().cloned().collect();
+    // Some examples acknowledge others (Flow2 XCTL03 receipts answer Flow1 letters). An acknowledgement
+    // accepted before the relay published its message takes that message out of the publish queue (the
+    // receiver answered, so it has it: `ack_before_the_publish_mark_still_correlates` in sammen-outbox),
+    // so it may never reach the subscriber. Every acknowledgement is in by now: whatever is not
+    // acknowledged yet must be delivered. (This test waited for such a letter when the relay was slow.)
+    let mut skipped = Vec::new();
+    for id in want.keys() {
+        let state = message_state(&b, id).await;
+        if state.starts_with("acknowledged-") {
+            pending.remove(id);
+            skipped.push(id.clone());
+        }
+    }
+    eprintln!("acknowledged before delivery could be awaited: {skipped:?}");
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     for g in glns {
         let mut sub = b.bus.subscribe(Source::Inbox(g), 16).await.unwrap();
@@ -118,10 +132,14 @@ async fn e2e(choice: BusChoice) {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !pending.is_empty() {
-        let d = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("not delivered: {pending:?}"))
-            .unwrap();
+        let Ok(d) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            let mut states = Vec::new();
+            for id in &pending {
+                states.push((id.clone(), message_state(&b, id).await));
+            }
+            panic!("not delivered in 60 s (id, state): {states:?}");
+        };
+        let d = d.unwrap();
         let m = &d.message;
         let (gln, bytes) = want.get(&m.message_id).expect("unexpected message").clone();
         assert_eq!(
@@ -187,6 +205,11 @@ async fn e2e(choice: BusChoice) {
     }
     assert!(acknowledged < want.len() / 2, "{acknowledged}");
     b.shutdown().await;
+}
+
+async fn message_state(b: &Broker, id: &str) -> String {
+    let (_, v) = b.get(&format!("/v1/messages/{id}")).await;
+    v["state"].as_str().unwrap_or("?").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
