@@ -285,33 +285,9 @@ impl Env {
         self.stop.cancel();
         self.bus.close().await;
         if matches!(self.kind, Kind::Amqp) {
-            delete_topology(&self.topology).await;
+            common::delete_topology(&self.topology, &[MUNI.into(), HOSPITAL.into()]).await;
         }
     }
-}
-
-/// Remove a test namespace's queues and exchanges from RabbitMQ.
-async fn delete_topology(t: &Topology) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    for q in [
-        t.inbox_queue(MUNI),
-        t.inbox_queue(HOSPITAL),
-        t.dead_queue.clone(),
-    ] {
-        let _ = ch
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for e in [&t.route_exchange, &t.dead_exchange] {
-        let _ = ch
-            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = conn.close(200, "done".into()).await;
 }
 
 fn inbox(gln: &str, query: &str) -> String {

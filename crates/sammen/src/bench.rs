@@ -894,7 +894,14 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
             .zip(&sides[1].rounds)
             .map(|(x, y)| per_accept_us(x) / per_accept_us(y) - 1.0)
             .collect();
+        let (mean, half) = mean_and_ci95(&shares);
         shares.sort_by(f64::total_cmp);
+        println!(
+            "paired rounds: mean audit share {:.1}% +- {:.1}% (95% confidence interval of the mean over {} rounds)",
+            mean * 100.0,
+            half * 100.0,
+            shares.len()
+        );
         println!(
             "broker CPU per accepted message: audit on {:.0} us, off {:.0} us: audit share of CPU {:.1}% overall, {:.1}% median round (min {:.1}%, max {:.1}%); wall: {:.0} vs {:.0} accepts/s ({:.1}%)",
             per_accept_us(&on),
@@ -928,6 +935,28 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
         s.broker.stop();
     }
     result
+}
+
+/// Mean of `xs` and the half-width of its 95% confidence interval (Student's t; rounds are paired and
+/// alternate, so each share is one independent sample of the difference). Half-width 0 for one sample.
+fn mean_and_ci95(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return (mean, 0.0);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    // Two-sided 97.5% quantiles of Student's t for 1..=30 degrees of freedom, then the normal's.
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    let t = T.get(n - 2).copied().unwrap_or(1.96);
+    (mean, t * (var / n as f64).sqrt())
 }
 
 fn per_accept_us(m: &(u64, f64, f64)) -> f64 {
@@ -1363,6 +1392,24 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn confidence_interval_of_paired_shares() {
+        assert_eq!(mean_and_ci95(&[]), (0.0, 0.0));
+        assert_eq!(mean_and_ci95(&[0.1]), (0.1, 0.0));
+        // mean 0.1, sample sd 0.02 (n = 4): half-width t(3) * 0.02 / 2 = 0.03182.
+        let (m, h) = mean_and_ci95(&[0.08, 0.12, 0.08, 0.12]);
+        assert!((m - 0.1).abs() < 1e-12, "{m}");
+        let sd = (4.0 * 0.02f64.powi(2) / 3.0).sqrt();
+        assert!((h - 3.182 * sd / 2.0).abs() < 1e-9, "{h}");
+        // Many rounds: the normal quantile.
+        let xs: Vec<f64> = (0..40)
+            .map(|i| if i % 2 == 0 { 0.0 } else { 0.2 })
+            .collect();
+        let (m, h) = mean_and_ci95(&xs);
+        let sd = (40.0 * 0.01 / 39.0f64).sqrt();
+        assert!((m - 0.1).abs() < 1e-12 && (h - 1.96 * sd / 40f64.sqrt()).abs() < 1e-9);
+    }
 
     #[test]
     fn fresh_ids_keep_their_shape() {

@@ -48,6 +48,8 @@ pub struct Broker {
     pub topology: Topology,
     pub stop: CancellationToken,
     pub relay: Option<tokio::task::JoinHandle<()>>,
+    /// On RabbitMQ: its namespaced queues are deleted at shutdown.
+    pub amqp: bool,
     pub _dir: tempfile::TempDir,
 }
 
@@ -84,6 +86,7 @@ pub async fn start(bus: BusChoice, cfg: IngressConfig) -> Broker {
     let topology = Topology::namespaced(&ns);
     let glns: Vec<String> = receivers().into_iter().map(|r| r.0).collect();
     let run_relay = !matches!(bus, BusChoice::None);
+    let amqp = matches!(bus, BusChoice::Amqp);
     let bus: Arc<dyn Bus> = match bus {
         BusChoice::Embedded | BusChoice::None => Arc::new(
             EmbeddedBus::open(
@@ -135,6 +138,7 @@ pub async fn start(bus: BusChoice, cfg: IngressConfig) -> Broker {
         topology,
         stop,
         relay,
+        amqp,
         _dir: dir,
     }
 }
@@ -188,7 +192,35 @@ impl Broker {
             let _ = r.await;
         }
         self.bus.close().await;
+        if self.amqp {
+            let glns: Vec<String> = receivers().into_iter().map(|r| r.0).collect();
+            delete_topology(&self.topology, &glns).await;
+        }
     }
+}
+
+/// Remove a test namespace's queues and exchanges from RabbitMQ (every test run used to leave its
+/// quorum queues behind; hundreds of them exhausted the node's file descriptors).
+pub async fn delete_topology(t: &Topology, glns: &[String]) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut queues: Vec<String> = glns.iter().map(|g| t.inbox_queue(g)).collect();
+    queues.push(t.dead_queue.clone());
+    queues.push(sammen_bus::receipts::receipts_queue(t));
+    for q in queues {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in [&t.route_exchange, &t.dead_exchange] {
+        let _ = ch
+            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
 }
 
 pub const HN_MSG_ID: &str = "b9b4818e-02de-4cc4-b418-d20cbc7b5404";
