@@ -1087,6 +1087,69 @@ impl<S: Store> Outbox<S> {
         self.to_state(id, State::Published)
     }
 
+    /// [`Self::mark_published`] for many records in one durable batch: one commit and, with the audit
+    /// log, one submission for all their leaves. The relay marks the confirms it gets in groups: a
+    /// blocking task and a commit per confirm kept hundreds of threads waiting on group commits, each
+    /// taking the audit log's lock in turn.
+    ///
+    /// Per record, in the order of `ids`: its new status, or why it was left as it is (not found, an
+    /// illegal transition; a repeated id is refused as already moving). `Err` when reading or the
+    /// commit failed: then none changed.
+    pub fn mark_published_many(
+        &self,
+        ids: &[RecordId],
+    ) -> Result<Vec<Result<Status, OutboxError>>, OutboxError> {
+        self.to_state_many(ids, State::Published)
+    }
+
+    fn to_state_many(
+        &self,
+        ids: &[RecordId],
+        to: State,
+    ) -> Result<Vec<Result<Status, OutboxError>>, OutboxError> {
+        let mut keys: Vec<Vec<u8>> = ids.iter().map(|id| busy_id(*id)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let _guard = self.lock_keys(keys);
+        let mut b = Batch::new();
+        let mut leaves = Vec::new();
+        let mut left_queue = 0u64;
+        let mut seen = HashSet::with_capacity(ids.len());
+        let mut out = Vec::with_capacity(ids.len());
+        let mut changed = Vec::new();
+        for &id in ids {
+            if !seen.insert(id) {
+                out.push(Err(OutboxError::IllegalTransition { id, from: to, to }));
+                continue;
+            }
+            let Some(mut status) = self.status(id)? else {
+                out.push(Err(OutboxError::NotFound(id)));
+                continue;
+            };
+            let (was, steps) = (status.state, status.timeline.len());
+            // Checked first: a refused transition adds nothing to the batch.
+            if let Err(e) = self.transition(&mut status, &mut b, to) {
+                out.push(Err(e));
+                continue;
+            }
+            left_queue += u64::from(index_effects(was, &status, &mut b));
+            b.put(META, id_key(id), encode(&status)?);
+            leaves.extend(self.step_leaves(&status, steps)?);
+            changed.push((was, status.clone()));
+            out.push(Ok(status));
+        }
+        if !changed.is_empty() {
+            self.submit(b, leaves)?.wait()?;
+            self.sub_depth(left_queue);
+            for o in &self.observers {
+                for (was, s) in &changed {
+                    o.on_transition(*was, s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The subscriber acked the delivery.
     pub fn mark_delivered(&self, id: RecordId) -> Result<Status, OutboxError> {
         self.to_state(id, State::Delivered)

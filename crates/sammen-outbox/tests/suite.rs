@@ -392,7 +392,68 @@ fn restart_sees_everything<B: Backend>() {
     assert!(ob.oldest_pending_age(at(30)).unwrap() == Some(Duration::from_secs(30)));
 }
 
+/// The relay's group marks: one commit for every record that may move; the others say why not, in
+/// the order asked, and change nothing.
+fn published_in_groups<B: Backend>() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = B::open(dir.path(), OutboxConfig::default());
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let AcceptOutcome::Accepted { id } = ob
+            .accept(req(A, R1, &format!("m{n}"), &format!("b{n}"), b"x"))
+            .unwrap()
+        else {
+            panic!()
+        };
+        ids.push(id);
+    }
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    ob.mark_published(b).unwrap();
+    assert_eq!(ob.depth(), 2);
+    let leaves = || ob.audit().map(|l| l.size());
+    let before = leaves();
+    let missing = RecordId(c.0 + 100);
+    let out = ob.mark_published_many(&[a, b, missing, c, a]).unwrap();
+    assert_eq!(out.len(), 5);
+    assert_eq!(out[0].as_ref().unwrap().state, State::Published);
+    assert_eq!(
+        out[1].as_ref().unwrap_err(),
+        &OutboxError::IllegalTransition {
+            id: b,
+            from: State::Published,
+            to: State::Published
+        }
+    );
+    assert_eq!(
+        out[2].as_ref().unwrap_err(),
+        &OutboxError::NotFound(missing)
+    );
+    assert_eq!(out[3].as_ref().unwrap().state, State::Published);
+    assert!(matches!(
+        out[4],
+        Err(OutboxError::IllegalTransition { id, .. }) if id == a
+    ));
+    for id in [a, b, c] {
+        assert_eq!(ob.status(id).unwrap().unwrap().state, State::Published);
+    }
+    assert_eq!(ob.depth(), 0);
+    assert!(ob.next_batch(None, 10).unwrap().is_empty());
+    // One `published` leaf per record moved, none for the refusals.
+    assert_eq!(leaves(), before.map(|n| n + 2), "{}", B::NAME);
+    // A group where nothing may move commits nothing.
+    let out = ob.mark_published_many(&[a, c]).unwrap();
+    assert!(out.iter().all(Result::is_err));
+    assert_eq!(leaves(), before.map(|n| n + 2), "{}", B::NAME);
+    // Durable: a reopen sees the same.
+    drop(ob);
+    let ob = B::open(dir.path(), OutboxConfig::default());
+    for id in [a, b, c] {
+        assert_eq!(ob.status(id).unwrap().unwrap().state, State::Published);
+    }
+}
+
 per_backend!(
+    published_in_groups,
     dedupe_outcomes,
     concurrent_same_message_is_accepted_once,
     state_machine,

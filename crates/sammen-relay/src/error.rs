@@ -13,4 +13,7 @@ pub enum RelayError {
     /// A blocking task panicked or was cancelled.
     #[error("blocking task: {0}")]
     Join(String),
+    /// A group of marks failed together (the error is shared by every record of the group).
+    #[error("marking a group: {0}")]
+    Group(String),
 }

@@ -50,6 +50,12 @@ impl Default for RelayConfig {
 }
 
 type Confirm = Pin<Box<dyn Future<Output = (RecordId, String, PublishOutcome)> + Send>>;
+type Marked = (RecordId, String, Result<(), RelayError>);
+
+/// Confirmed publishes are marked `published` in groups of at most this many records ...
+const MARK_GROUP: usize = 256;
+/// ... by at most this many blocking tasks at once (one commits while the next group gathers).
+const MARK_TASKS: usize = 2;
 
 /// Publishes outbox rows through a bus. Create with [`Relay::new`], wake it with [`Relay::waker`] after
 /// each accept, run it with [`Relay::run`].
@@ -73,7 +79,9 @@ struct Run {
     in_flight: HashSet<RecordId>,
     returns: HashMap<RecordId, u32>,
     confirms: FuturesUnordered<Confirm>,
-    marks: JoinSet<(RecordId, String, Result<(), RelayError>)>,
+    /// Confirmed, not yet handed to a mark task.
+    to_mark: Vec<(RecordId, String)>,
+    marks: JoinSet<Vec<Marked>>,
 }
 
 impl Relay {
@@ -117,6 +125,7 @@ impl Relay {
             in_flight: HashSet::new(),
             returns: HashMap::new(),
             confirms: FuturesUnordered::new(),
+            to_mark: Vec::new(),
             marks: JoinSet::new(),
         };
         info!(
@@ -131,6 +140,7 @@ impl Relay {
                 self.fill(&mut run).await;
                 dirty = false;
             }
+            self.spawn_marks(&mut run);
             let now = Instant::now();
             let next_unblock = run
                 .lanes
@@ -145,9 +155,7 @@ impl Relay {
                     self.on_outcome(&mut run, id, gln, outcome).await;
                 }
                 Some(done) = run.marks.join_next(), if !run.marks.is_empty() => {
-                    if let Ok((id, gln, r)) = done {
-                        self.on_marked(&mut run, id, &gln, r);
-                    }
+                    self.on_marked_group(&mut run, done);
                     dirty = run.in_flight.len() <= self.cfg.window * 3 / 4 || run.marks.is_empty();
                 }
                 _ = self.wake.notified() => {
@@ -162,14 +170,18 @@ impl Relay {
         }
         // Drain: outcomes already on their way are still recorded; anything else is re-published later.
         let deadline = Instant::now() + self.cfg.drain;
-        while !(run.confirms.is_empty() && run.marks.is_empty()) {
+        loop {
+            self.spawn_marks(&mut run);
+            if run.confirms.is_empty() && run.marks.is_empty() {
+                break;
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 Some((id, gln, outcome)) = run.confirms.next(), if !run.confirms.is_empty() => {
                     self.on_outcome(&mut run, id, gln, outcome).await;
                 }
                 Some(done) = run.marks.join_next(), if !run.marks.is_empty() => {
-                    if let Ok((id, gln, r)) = done { self.on_marked(&mut run, id, &gln, r); }
+                    self.on_marked_group(&mut run, done);
                 }
             }
         }
@@ -334,21 +346,7 @@ impl Relay {
     async fn on_outcome(&self, run: &mut Run, id: RecordId, gln: String, outcome: PublishOutcome) {
         match outcome {
             PublishOutcome::Confirmed => {
-                let ob = self.outbox.clone();
-                run.marks.spawn(async move {
-                    let r = blocking(move || match ob.mark_published(id) {
-                        Ok(_) => Ok(()),
-                        // Already beyond accepted (a receipt overtook the confirm, or a re-publish).
-                        Err(OutboxError::IllegalTransition { from, .. })
-                            if from != State::Accepted =>
-                        {
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    })
-                    .await;
-                    (id, gln, r)
-                });
+                run.to_mark.push((id, gln));
                 return;
             }
             PublishOutcome::Returned {
@@ -385,6 +383,56 @@ impl Relay {
             l.rewind(id);
         }
         self.block(run, &gln);
+    }
+
+    /// Hand confirmed publishes to mark tasks, a group per task, while fewer than [`MARK_TASKS`] run.
+    fn spawn_marks(&self, run: &mut Run) {
+        while run.marks.len() < MARK_TASKS && !run.to_mark.is_empty() {
+            let n = run.to_mark.len().min(MARK_GROUP);
+            let group: Vec<(RecordId, String)> = run.to_mark.drain(..n).collect();
+            let ob = self.outbox.clone();
+            run.marks.spawn(async move {
+                let ids: Vec<RecordId> = group.iter().map(|(id, _)| *id).collect();
+                match blocking(move || ob.mark_published_many(&ids)).await {
+                    Ok(results) => group
+                        .into_iter()
+                        .zip(results)
+                        .map(|((id, gln), r)| {
+                            let r = match r {
+                                Ok(_) => Ok(()),
+                                // Already beyond accepted (a receipt overtook the confirm, or a
+                                // re-publish).
+                                Err(OutboxError::IllegalTransition { from, .. })
+                                    if from != State::Accepted =>
+                                {
+                                    Ok(())
+                                }
+                                Err(e) => Err(RelayError::Outbox(e)),
+                            };
+                            (id, gln, r)
+                        })
+                        .collect(),
+                    Err(e) => {
+                        let why = e.to_string();
+                        group
+                            .into_iter()
+                            .map(|(id, gln)| (id, gln, Err(RelayError::Group(why.clone()))))
+                            .collect()
+                    }
+                }
+            });
+        }
+    }
+
+    /// A mark task ended. Its outbox call's panic or failure comes back inside the group (every record
+    /// rewound); the task itself only ends without a group when the run is aborted, and a record left
+    /// `accepted` then is published again by the next run.
+    fn on_marked_group(&self, run: &mut Run, done: Result<Vec<Marked>, tokio::task::JoinError>) {
+        if let Ok(group) = done {
+            for (id, gln, r) in group {
+                self.on_marked(run, id, &gln, r);
+            }
+        }
     }
 
     fn on_marked(&self, run: &mut Run, id: RecordId, gln: &str, r: Result<(), RelayError>) {
