@@ -118,6 +118,16 @@ impl QueueConsumer {
         }
     }
 
+    /// The next delivery if it has already arrived, without waiting (`None` when none has): for taking
+    /// what arrived together as one group. An error as in [`Self::next`].
+    pub async fn try_next(&mut self) -> Option<Result<Delivery, String>> {
+        match futures_lite::future::poll_once(self.consumer.next()).await? {
+            Some(Ok(d)) => Some(Ok(d)),
+            Some(Err(e)) => Some(Err(format!("consumer: {e}"))),
+            None => Some(Err("consumer ended".into())),
+        }
+    }
+
     /// Publish `body` with `props` to the back of this queue (default exchange, persistent, mandatory) and
     /// wait for the broker's confirm. The caller acks the delivery it came from afterwards: a crash in
     /// between leaves a copy, never a loss. See the module docs for why not `nack` + requeue.

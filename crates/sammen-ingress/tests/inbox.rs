@@ -285,7 +285,7 @@ impl Env {
         self.stop.cancel();
         self.bus.close().await;
         if matches!(self.kind, Kind::Amqp) {
-            common::delete_topology(&self.topology, &[MUNI.into(), HOSPITAL.into()]).await;
+            common::delete_topology(&self.topology, &[MUNI.into(), HOSPITAL.into()], &[]).await;
         }
     }
 }

@@ -7,7 +7,6 @@
 mod common;
 
 use common::amqp_url;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use sammen_bus::receipts::{node_receipts_queue, receipts_queue};
 use sammen_bus::{wait_connected, AmqpBus, AmqpConfig, Bus, Topology};
 use sammen_ingress::{InboxConfig, InboxRegistry, SharedOutbox};
@@ -52,27 +51,11 @@ async fn node(name: &str, topo: &Topology) -> Node {
 }
 
 async fn delete(topo: &Topology) {
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    for q in [
-        topo.inbox_queue(RECEIVER),
-        topo.dead_queue.clone(),
-        receipts_queue(topo),
+    let nodes = [
         node_receipts_queue(topo, "a").unwrap(),
         node_receipts_queue(topo, "b").unwrap(),
-    ] {
-        let _ = ch
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for e in [&topo.route_exchange, &topo.dead_exchange] {
-        let _ = ch
-            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = conn.close(200, "cleanup".into()).await;
+    ];
+    common::delete_topology(topo, &[RECEIVER.into()], &nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1102,6 +1102,15 @@ impl<S: Store> Outbox<S> {
         self.to_state_many(ids, State::Published)
     }
 
+    /// [`Self::mark_delivered`] for many records in one durable batch, as [`Self::mark_published_many`]:
+    /// the receipts consumer applies the receipts that arrived together with one commit.
+    pub fn mark_delivered_many(
+        &self,
+        ids: &[RecordId],
+    ) -> Result<Vec<Result<Status, OutboxError>>, OutboxError> {
+        self.to_state_many(ids, State::Delivered)
+    }
+
     fn to_state_many(
         &self,
         ids: &[RecordId],

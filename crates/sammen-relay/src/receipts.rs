@@ -26,10 +26,10 @@ use sammen_bus::message::HEADER_DELIVERY_COUNT;
 use sammen_bus::queue_consumer::{timed, QueueConsumer};
 use sammen_bus::receipts::{node_receipts_queue, receipts_queue, DeliveryReceipt, InvalidNodeName};
 use sammen_bus::Topology;
-use sammen_outbox::{OutboxError, State};
+use sammen_outbox::{OutboxError, RecordId, State};
 use sammen_telemetry::events::ReceiptUnmatched;
 use sammen_telemetry::SharedTelemetry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,43 +66,77 @@ pub async fn apply_receipt(
     outbox: &SharedOutbox,
     r: &DeliveryReceipt,
 ) -> Result<Applied, RelayError> {
+    let mut one = apply_receipts(outbox, vec![r.clone()]).await?;
+    Ok(one.pop().unwrap_or(Applied {
+        changed: 0,
+        held: false,
+    }))
+}
+
+/// [`apply_receipt`] for receipts that arrived together, in one blocking call; the usual case (a
+/// `published` row becomes `delivered`) for all of them in one commit. Per receipt, in order.
+pub async fn apply_receipts(
+    outbox: &SharedOutbox,
+    receipts: Vec<DeliveryReceipt>,
+) -> Result<Vec<Applied>, RelayError> {
     let ob = outbox.clone();
-    let r = r.clone();
     blocking(move || {
-        // Delivery lines (and the delivered metric's log event) inside the message's span.
-        let _span = sammen_telemetry::message_span(&r.message_id).entered();
-        let mut n = 0;
-        let mut held = false;
-        for id in ob.find(&r.message_id)? {
-            let Some(s) = ob.status(id)? else { continue };
-            if s.meta.receiver.gln.as_deref() != Some(r.receiver_gln.as_str())
-                || s.sha256 != r.sha256
-            {
-                continue;
-            }
-            held = true;
-            let step = |res: Result<_, OutboxError>| match res {
-                Ok(_) | Err(OutboxError::IllegalTransition { .. }) => Ok(()),
-                Err(e) => Err(e),
+        let mut applied = vec![
+            Applied {
+                changed: 0,
+                held: false
             };
-            match s.state {
-                State::Accepted => {
-                    // The receipt overtook the relay's own confirm handling: the broker clearly had it.
-                    step(ob.mark_published(id))?;
-                    step(ob.mark_delivered(id))?;
-                    n += 1;
+            receipts.len()
+        ];
+        // (receipt, row) pairs to move published → delivered together; a row once (a later receipt for
+        // it finds it delivered, as it would applied alone).
+        let mut group = Vec::new();
+        let mut grouped = HashSet::new();
+        for (i, r) in receipts.iter().enumerate() {
+            let _span = sammen_telemetry::message_span(&r.message_id).entered();
+            for id in ob.find(&r.message_id)? {
+                let Some(s) = ob.status(id)? else { continue };
+                if s.meta.receiver.gln.as_deref() != Some(r.receiver_gln.as_str())
+                    || s.sha256 != r.sha256
+                {
+                    continue;
                 }
-                State::Published => {
-                    step(ob.mark_delivered(id))?;
-                    n += 1;
+                applied[i].held = true;
+                match s.state {
+                    State::Accepted => {
+                        // The receipt overtook the relay's own confirm handling (rare): on its own.
+                        tolerate(ob.mark_published(id))?;
+                        tolerate(ob.mark_delivered(id))?;
+                        applied[i].changed += 1;
+                    }
+                    State::Published if grouped.insert(id) => group.push((i, id)),
+                    _ => {}
                 }
-                _ => {}
             }
         }
-        Ok(Applied { changed: n, held })
+        let ids: Vec<RecordId> = group.iter().map(|(_, id)| *id).collect();
+        if !ids.is_empty() {
+            for ((i, _), r) in group.iter().zip(ob.mark_delivered_many(&ids)?) {
+                tolerate(r)?;
+                applied[*i].changed += 1;
+            }
+        }
+        Ok(applied)
     })
     .await
 }
+
+/// A transition another writer made first (a receipt delivered twice, a receipt racing the relay) is
+/// no failure of the receipt.
+fn tolerate<T>(r: Result<T, OutboxError>) -> Result<(), OutboxError> {
+    match r {
+        Ok(_) | Err(OutboxError::IllegalTransition { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Receipts taken from a queue in one go at most (the consumer's prefetch).
+const RECEIPT_GROUP: usize = 256;
 
 /// Consume the shared receipts queue of `topology` on RabbitMQ until `shutdown`, reconnecting after any
 /// failure (one node, no node queue; see [`AmqpReceipts`] for the node's own queue as well).
@@ -222,76 +256,109 @@ impl AmqpReceipts {
         let mut seen: HashMap<String, (u32, std::time::Instant)> = HashMap::new();
         let r = async {
             loop {
-                let d = tokio::select! {
+                let first = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     d = qc.next() => d?,
                 };
-                let receipt = match DeliveryReceipt::from_json(&d.data) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!(queue = %q.name, error = %e, "receipts: dropping undecodable receipt");
-                        timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
-                        continue;
+                // Everything that arrived with it is applied with one commit.
+                let mut ds = vec![first];
+                while ds.len() < RECEIPT_GROUP {
+                    match qc.try_next().await {
+                        Some(d) => ds.push(d?),
+                        None => break,
                     }
-                };
-                let applied = match apply_receipt(&self.outbox, &receipt).await {
+                }
+                let mut receipts = Vec::with_capacity(ds.len());
+                let mut group = Vec::with_capacity(ds.len());
+                for d in ds {
+                    match DeliveryReceipt::from_json(&d.data) {
+                        Ok(r) => {
+                            receipts.push(r.clone());
+                            group.push((d, r));
+                        }
+                        Err(e) => {
+                            warn!(queue = %q.name, error = %e, "receipts: dropping undecodable receipt");
+                            timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
+                        }
+                    }
+                }
+                let applied = match apply_receipts(&self.outbox, receipts).await {
                     Ok(a) => a,
-                    // Not acked: RabbitMQ redelivers it after we reconnect.
-                    Err(e) => return Err(format!("applying receipt: {e}")),
+                    // Not acked: RabbitMQ redelivers them after we reconnect.
+                    Err(e) => return Err(format!("applying receipts: {e}")),
                 };
-                let headers = d.properties.headers().as_ref();
-                let mut count = delivery_count(headers).max(returns(headers));
-                let mut young = false;
-                if q.shared && !applied.held {
-                    if seen.len() >= 10_000 {
-                        seen.clear();
-                    }
-                    let (n, first) = seen
-                        .entry(receipt.message_id.clone())
-                        .or_insert((0, std::time::Instant::now()));
-                    count = count.max(*n);
-                    *n += 1;
-                    young = first.elapsed() < SHARED_MIN_AGE;
+                for ((d, receipt), applied) in group.into_iter().zip(applied) {
+                    self.settle(q, &mut qc, &mut seen, d, &receipt, applied).await?;
                 }
-                if applied.held {
-                    if applied.changed > 0 {
-                        self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                    }
-                    debug!(changed = applied.changed, "receipts: applied");
-                } else if q.shared && (count < SHARED_REDELIVERIES || young) {
-                    // Probably another node's (published before reply_to): let another consumer take it.
-                    self.stats.returned.fetch_add(1, Ordering::Relaxed);
-                    let mut h = headers.cloned().unwrap_or_default();
-                    h.insert(
-                        HEADER_RETURNS.into(),
-                        AMQPValue::LongUInt(count.saturating_add(1)),
-                    );
-                    qc.requeue_at_back(&d.data, d.properties.clone().with_headers(h))
-                        .await?;
-                    timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
-                    // A short pause, so a lone node does not spin on it and others get their turn.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                } else {
-                    seen.remove(&receipt.message_id);
-                    self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
-                    let event = ReceiptUnmatched {
-                        message_id: &receipt.message_id,
-                        queue: &q.name,
-                        delivery_count: count,
-                    };
-                    match &self.telemetry {
-                        Some(t) => t.emit(event),
-                        None => warn!(message_id = %receipt.message_id, queue = %q.name, delivery_count = count,
-                            "receipts: no matching message on this node, dropping the receipt"),
-                    }
-                }
-                timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
             }
         }
         .await;
         qc.close("sammen relay stopping").await;
         r
+    }
+
+    /// Ack one receipt after its group was applied; or, on the shared queue, hand one this node does not
+    /// hold back for another node, or count it unmatched.
+    async fn settle(
+        &self,
+        q: &Queue,
+        qc: &mut QueueConsumer,
+        seen: &mut HashMap<String, (u32, std::time::Instant)>,
+        d: lapin::message::Delivery,
+        receipt: &DeliveryReceipt,
+        applied: Applied,
+    ) -> Result<(), String> {
+        let headers = d.properties.headers().as_ref();
+        let mut count = delivery_count(headers).max(returns(headers));
+        let mut young = false;
+        if q.shared && !applied.held {
+            if seen.len() >= 10_000 {
+                seen.clear();
+            }
+            let (n, first) = seen
+                .entry(receipt.message_id.clone())
+                .or_insert((0, std::time::Instant::now()));
+            count = count.max(*n);
+            *n += 1;
+            young = first.elapsed() < SHARED_MIN_AGE;
+        }
+        if applied.held {
+            if applied.changed > 0 {
+                self.stats.applied.fetch_add(1, Ordering::Relaxed);
+            }
+            debug!(changed = applied.changed, "receipts: applied");
+        } else if q.shared && (count < SHARED_REDELIVERIES || young) {
+            // Probably another node's (published before reply_to): let another consumer take it.
+            self.stats.returned.fetch_add(1, Ordering::Relaxed);
+            let mut h = headers.cloned().unwrap_or_default();
+            h.insert(
+                HEADER_RETURNS.into(),
+                AMQPValue::LongUInt(count.saturating_add(1)),
+            );
+            qc.requeue_at_back(&d.data, d.properties.clone().with_headers(h))
+                .await?;
+            timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
+            // A short pause, so a lone node does not spin on it and others get their turn.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return Ok(());
+        } else {
+            seen.remove(&receipt.message_id);
+            self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
+            let event = ReceiptUnmatched {
+                message_id: &receipt.message_id,
+                queue: &q.name,
+                delivery_count: count,
+            };
+            match &self.telemetry {
+                Some(t) => t.emit(event),
+                None => {
+                    warn!(message_id = %receipt.message_id, queue = %q.name, delivery_count = count,
+                    "receipts: no matching message on this node, dropping the receipt")
+                }
+            }
+        }
+        timed("basic.ack", d.acker.ack(BasicAckOptions::default())).await?;
+        Ok(())
     }
 }
 

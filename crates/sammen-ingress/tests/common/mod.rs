@@ -194,14 +194,15 @@ impl Broker {
         self.bus.close().await;
         if self.amqp {
             let glns: Vec<String> = receivers().into_iter().map(|r| r.0).collect();
-            delete_topology(&self.topology, &glns).await;
+            delete_topology(&self.topology, &glns, &[]).await;
         }
     }
 }
 
-/// Remove a test namespace's queues and exchanges from RabbitMQ (every test run used to leave its
-/// quorum queues behind; hundreds of them exhausted the node's file descriptors).
-pub async fn delete_topology(t: &Topology, glns: &[String]) {
+/// Remove a test namespace's queues (the inboxes of `glns`, dead letters, shared receipts and `extra`)
+/// and exchanges from RabbitMQ (every test run used to leave its quorum queues behind; hundreds of them
+/// exhausted the node's file descriptors).
+pub async fn delete_topology(t: &Topology, glns: &[String], extra: &[String]) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
         .await
@@ -210,6 +211,7 @@ pub async fn delete_topology(t: &Topology, glns: &[String]) {
     let mut queues: Vec<String> = glns.iter().map(|g| t.inbox_queue(g)).collect();
     queues.push(t.dead_queue.clone());
     queues.push(sammen_bus::receipts::receipts_queue(t));
+    queues.extend_from_slice(extra);
     for q in queues {
         let _ = ch
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
