@@ -10,7 +10,8 @@
 //! - A row is marked `published` only after a positive, routed publisher confirm
 //!   ([`PublishOutcome::Confirmed`](sammen_bus::PublishOutcome)). Every other outcome leaves it `accepted`
 //!   (and counts an attempt), so a crash at any point re-publishes rather than loses (at-least-once; the
-//!   subscriber dedupes by message id).
+//!   subscriber dedupes by message id). Confirms are marked in groups (one commit for up to 256
+//!   records, `Outbox::mark_published_many`); a record stays in flight until its group is durable.
 //! - Per receiver ("lane"), rows are published in outbox id order (accept order), each `publish` awaited
 //!   before the next. After a failed confirm the lane stops, backs off (jittered exponential,
 //!   `sammen-backoff`) and restarts from the failed row; rows already confirmed behind it are not recalled
@@ -23,7 +24,8 @@
 //!   row (same message id, receiver and sha256) to `delivered`; receipts are idempotent and may overtake
 //!   the confirm (the row is then marked published first). With RabbitMQ they are consumed from this
 //!   node's receipts queue (the `reply_to` of what it publishes) and the shared one
-//!   ([`receipts::AmqpReceipts`]); in-process subscribers call [`receipts::apply`].
+//!   ([`receipts::AmqpReceipts`], which applies the receipts that arrived together with one commit);
+//!   in-process subscribers call [`receipts::apply`].
 //! - Overdue ([`overdue`]): a record not acknowledged within the configured time (from acceptance) is marked
 //!   `overdue` by a periodic scan, durably with its leaf; acknowledgements never wait for one, records not
 //!   yet published stay `accepted`, and nothing is ever resent by the broker.
