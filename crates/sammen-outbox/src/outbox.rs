@@ -1,6 +1,6 @@
 //! The outbox over a [`Store`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1038,24 +1038,74 @@ impl<S: Store> Outbox<S> {
         id: RecordId,
         change: impl FnOnce(&mut Status, &mut Batch) -> Result<(), OutboxError>,
     ) -> Result<Status, OutboxError> {
-        let _guard = self.lock_keys(vec![busy_id(id)]);
-        let mut status = self.status(id)?.ok_or(OutboxError::NotFound(id))?;
-        let was = status.state;
-        let steps = status.timeline.len();
+        let mut change = Some(change);
+        let mut out = self.update_many(&[id], |s, b| match change.take() {
+            Some(c) => c(s, b),
+            None => Ok(()),
+        })?;
+        out.pop().unwrap_or(Err(OutboxError::NotFound(id)))
+    }
+
+    /// Apply `change` to each record under its busy key, and commit every record it changed in one
+    /// durable batch with their leaves (one commit, one audit submission for a whole group).
+    ///
+    /// Per record, in the order of `ids`: its new status, or why it was left as it is: not found, the
+    /// error `change` returned (its writes are dropped), or an illegal transition for an id repeated in
+    /// `ids`. `Err` when a read or the commit failed: then none changed.
+    fn update_many(
+        &self,
+        ids: &[RecordId],
+        mut change: impl FnMut(&mut Status, &mut Batch) -> Result<(), OutboxError>,
+    ) -> Result<Vec<Result<Status, OutboxError>>, OutboxError> {
+        let _guard = self.lock_keys(ids.iter().map(|id| busy_id(*id)).collect());
         let mut b = Batch::new();
-        change(&mut status, &mut b)?;
-        let left_queue = index_effects(was, &status, &mut b);
-        b.put(META, id_key(id), encode(&status)?);
-        // One leaf per state entered (an attempt that does not kill the record enters none).
-        let leaves = self.step_leaves(&status, steps)?;
-        self.submit(b, leaves)?.wait()?;
-        self.sub_depth(u64::from(left_queue));
-        if status.state != was {
+        let mut leaves = Vec::new();
+        let mut left_queue = 0u64;
+        // id → its state after its first occurrence.
+        let mut seen: HashMap<RecordId, State> = HashMap::with_capacity(ids.len());
+        let mut out = Vec::with_capacity(ids.len());
+        let mut changed = Vec::new();
+        for &id in ids {
+            if let Some(&now) = seen.get(&id) {
+                out.push(Err(OutboxError::IllegalTransition {
+                    id,
+                    from: now,
+                    to: now,
+                }));
+                continue;
+            }
+            let Some(mut status) = self.status(id)? else {
+                out.push(Err(OutboxError::NotFound(id)));
+                continue;
+            };
+            let (was, steps) = (status.state, status.timeline.len());
+            let mut own = Batch::new();
+            if let Err(e) = change(&mut status, &mut own) {
+                seen.insert(id, was);
+                out.push(Err(e));
+                continue;
+            }
+            seen.insert(id, status.state);
+            left_queue += u64::from(index_effects(was, &status, &mut own));
+            own.put(META, id_key(id), encode(&status)?);
+            // One leaf per state entered (an attempt that does not kill the record enters none).
+            leaves.extend(self.step_leaves(&status, steps)?);
+            b.append(own);
+            if status.state != was {
+                changed.push((was, status.clone()));
+            }
+            out.push(Ok(status));
+        }
+        if !b.is_empty() {
+            self.submit(b, leaves)?.wait()?;
+            self.sub_depth(left_queue);
             for o in &self.observers {
-                o.on_transition(was, &status);
+                for (was, s) in &changed {
+                    o.on_transition(*was, s);
+                }
             }
         }
-        Ok(status)
+        Ok(out)
     }
 
     /// Validated transition; records the step and, on reaching a final state, the retention entries.
@@ -1116,47 +1166,7 @@ impl<S: Store> Outbox<S> {
         ids: &[RecordId],
         to: State,
     ) -> Result<Vec<Result<Status, OutboxError>>, OutboxError> {
-        let mut keys: Vec<Vec<u8>> = ids.iter().map(|id| busy_id(*id)).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let _guard = self.lock_keys(keys);
-        let mut b = Batch::new();
-        let mut leaves = Vec::new();
-        let mut left_queue = 0u64;
-        let mut seen = HashSet::with_capacity(ids.len());
-        let mut out = Vec::with_capacity(ids.len());
-        let mut changed = Vec::new();
-        for &id in ids {
-            if !seen.insert(id) {
-                out.push(Err(OutboxError::IllegalTransition { id, from: to, to }));
-                continue;
-            }
-            let Some(mut status) = self.status(id)? else {
-                out.push(Err(OutboxError::NotFound(id)));
-                continue;
-            };
-            let (was, steps) = (status.state, status.timeline.len());
-            // Checked first: a refused transition adds nothing to the batch.
-            if let Err(e) = self.transition(&mut status, &mut b, to) {
-                out.push(Err(e));
-                continue;
-            }
-            left_queue += u64::from(index_effects(was, &status, &mut b));
-            b.put(META, id_key(id), encode(&status)?);
-            leaves.extend(self.step_leaves(&status, steps)?);
-            changed.push((was, status.clone()));
-            out.push(Ok(status));
-        }
-        if !changed.is_empty() {
-            self.submit(b, leaves)?.wait()?;
-            self.sub_depth(left_queue);
-            for o in &self.observers {
-                for (was, s) in &changed {
-                    o.on_transition(*was, s);
-                }
-            }
-        }
-        Ok(out)
+        self.update_many(ids, |s, b| self.transition(s, b, to))
     }
 
     /// The subscriber acked the delivery.

@@ -187,6 +187,12 @@ impl Batch {
         self.ops.push(Op::Delete { tree, key });
     }
 
+    /// Add `other`'s writes after this batch's own.
+    pub fn append(&mut self, other: Batch) {
+        self.bytes += other.bytes;
+        self.ops.extend(other.ops);
+    }
+
     /// The writes, in order.
     pub fn ops(&self) -> &[Op] {
         &self.ops

@@ -187,3 +187,18 @@ fn fjall_readers_never_see_half_a_group() {
     let dir = tempfile::tempdir().unwrap();
     readers_never_see_half_a_group(FjallStore::open(dir.path(), TREES).unwrap());
 }
+
+#[test]
+fn an_appended_batch_keeps_both_batches_writes_in_order() {
+    let mut a = Batch::new();
+    a.put("a", b"k".to_vec(), b"1".to_vec());
+    let mut b = Batch::new();
+    b.delete("b", b"x".to_vec());
+    b.put("a", b"k".to_vec(), b"2".to_vec());
+    let (na, nb) = (a.size_bytes(), b.size_bytes());
+    a.append(b);
+    assert_eq!(a.len(), 3);
+    assert_eq!(a.size_bytes(), na + nb);
+    assert!(matches!(&a.ops()[1], Op::Delete { tree: "b", .. }));
+    assert!(matches!(&a.ops()[2], Op::Put { value, .. } if value == b"2"));
+}
