@@ -29,7 +29,8 @@
 //!   last checkpoint from the leaves.
 //!
 //! ## Invariants
-//! - Leaf `i` is stored under index `i`, and indices are contiguous from 0; leaf 0 is `log-created`.
+//! - Leaf `i` is stored under index `i`, or inside the run of its batch keyed by the run's last index
+//!   (one key per batch, see [`runs`]); indices are contiguous from 0; leaf 0 is `log-created`.
 //! - A leaf is written in the same store batch as the state change it records ([`AuditLog::stage`] /
 //!   [`AuditLog::submit`]); the in-memory tree takes leaves only after their batch is durable, in index
 //!   order (see [`store`] for failed batches).
@@ -41,8 +42,8 @@
 //!
 //! ## Modules
 //! [`tree`] hashing and proof generation · [`proof`] verification · [`leaf`] events and encoding ·
-//! [`checkpoint`] signed notes · [`keys`] key files · [`store`] the durable log · [`export`] atomic
-//! export · [`ops`] the CLI operations.
+//! [`checkpoint`] signed notes · [`keys`] key files · [`store`] the durable log · [`runs`] a batch's
+//! leaves under one key · [`export`] atomic export · [`ops`] the CLI operations.
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
@@ -53,6 +54,7 @@ pub mod leaf;
 pub mod leaf_bin;
 pub mod ops;
 pub mod proof;
+pub mod runs;
 pub mod store;
 pub mod tree;
 
@@ -65,6 +67,7 @@ pub use ops::{
     ProofDocument, Search, VerifyReport,
 };
 pub use proof::{verify_consistency, verify_inclusion, ProofError};
+pub use runs::stored_leaves;
 pub use store::{trees, AuditConfig, AuditLog, PendingCommit, Staged};
 pub use tree::Hash;
 

@@ -25,7 +25,8 @@ use crate::error::{AuditError, Finding};
 use crate::keys::{fingerprint, load_public_key};
 use crate::leaf::{hex, rotation_message, unhex, Event, Leaf, LeafIndex, PatientKey};
 use crate::proof::{verify_consistency, verify_inclusion};
-use crate::store::{decode_u64, index_prefix, trees, u64_key, LogNodes, META_NODES_SIZE, POSTINGS};
+use crate::runs;
+use crate::store::{decode_u64, index_prefix, trees, LogNodes, META_NODES_SIZE, POSTINGS};
 use crate::tree::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
 /// Format tag of [`ProofDocument`] as written today: each leaf's bytes in base64, and the leaf decoded.
@@ -140,23 +141,18 @@ pub fn verify_store<S: Store + ?Sized>(
     let mut chain: Vec<(VerifyingKey, u64)> = Vec::new();
     let mut edge = CompactRange::default();
     let stored = LogNodes::new(store, None);
-    let mut from = Vec::new();
-    loop {
-        let rows = store.range(trees::LEAVES, &from, None, 4096)?;
-        let Some((last, _)) = rows.last() else {
-            break;
-        };
-        from = last.clone();
-        from.push(0);
-        for (k, v) in rows {
+    runs::for_each(
+        store,
+        0,
+        |k, v| {
             let i = edge.size();
-            if decode_u64(&k) != Some(i) {
+            if k != i {
                 return Err(bad_leaf(i, "missing"));
             }
-            let leaf = Leaf::decode(&v).map_err(|e| bad_leaf(i, e.to_string()))?;
+            let leaf = Leaf::decode(v).map_err(|e| bad_leaf(i, e.to_string()))?;
             check_chain_leaf(&leaf, i, origin.as_deref(), &mut chain)?;
             let mut completed = Vec::new();
-            edge.push(leaf_hash(&v), |l, idx, h| completed.push((l, idx, *h)));
+            edge.push(leaf_hash(v), |l, idx, h| completed.push((l, idx, *h)));
             for (l, idx, h) in completed {
                 if (idx + 1) << l > nodes_size {
                     continue;
@@ -175,8 +171,10 @@ pub fn verify_store<S: Store + ?Sized>(
             if let Some(slot) = want_roots.get_mut(&edge.size()) {
                 *slot = Some(edge.root());
             }
-        }
-    }
+            Ok(())
+        },
+        runs::damaged,
+    )?;
     let leaves = edge.size();
     if leaves < nodes_size {
         return Err(bad_leaf(
@@ -457,17 +455,26 @@ fn tail<S: Store + ?Sized>(store: &S) -> Result<Vec<u64>, AuditError> {
         .and_then(|v| decode_u64(&v))
         .unwrap_or(0);
     let mut out = Vec::new();
-    let mut from = u64_key(nodes_size).to_vec();
-    loop {
-        let rows = store.range(trees::LEAVES, &from, None, 4096)?;
-        let Some((last, _)) = rows.last() else {
-            break;
-        };
-        from = last.clone();
-        from.push(0);
-        out.extend(rows.iter().filter_map(|(k, _)| decode_u64(k)));
-    }
+    // A damaged entry is verify's business; search lists what it can read.
+    let _ = runs::for_each(
+        store,
+        nodes_size,
+        |i, _| {
+            out.push(i);
+            Ok(())
+        },
+        runs::damaged,
+    );
     Ok(out)
+}
+
+/// Leaf `i`'s bytes for search and prove, which re-check every index hit against the leaf: a damaged
+/// entry is skipped like a leaf that does not decode (it is verify's business); store errors pass.
+fn leaf_bytes<S: Store + ?Sized>(store: &S, i: u64) -> Result<Option<Vec<u8>>, AuditError> {
+    match runs::get(store, i) {
+        Err(AuditError::Tampered(_)) => Ok(None),
+        other => other,
+    }
 }
 
 /// Proof document for `message_id` against the latest stored checkpoint.
@@ -481,7 +488,7 @@ pub fn prove_store<S: Store + ?Sized>(
     let mut entries = Vec::new();
     let mut pending = Vec::new();
     for i in prefix_hits(store, &index_prefix(b'm', message_id))? {
-        let Some(bytes) = store.get(trees::LEAVES, &u64_key(i))? else {
+        let Some(bytes) = leaf_bytes(store, i)? else {
             continue;
         };
         // The index is a convenience, not evidence: keep only leaves that really name the message.
@@ -693,7 +700,7 @@ pub fn search_store<S: Store + ?Sized>(
     };
     let mut out = Vec::new();
     for i in hits {
-        let Some(bytes) = store.get(trees::LEAVES, &u64_key(i))? else {
+        let Some(bytes) = leaf_bytes(store, i)? else {
             continue;
         };
         let Ok(leaf) = Leaf::decode(&bytes) else {

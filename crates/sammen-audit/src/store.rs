@@ -3,7 +3,8 @@
 //! ## On-disk layout (trees in [`trees`], added to the store's tree list by whoever opens it)
 //! | tree | key | value |
 //! |---|---|---|
-//! | `audit_leaves` | index (u64 BE) | canonical leaf bytes ([`crate::leaf`]) |
+//! | `audit_leaves` | index (u64 BE) | canonical leaf bytes ([`crate::leaf`]): a batch's only leaf |
+//! | `audit_leaves` | last index of the run (u64 BE) | the leaves of a batch of several ([`crate::runs`]) |
 //! | `audit_nodes` | `0xff` ‖ end (u64 BE) | node chunk: start (u64 BE) ‖ entries `level (u8) ‖ index (u64 BE) ‖ hash (32)`, sorted by (level, index) |
 //! | `audit_nodes` | level (u8) ‖ index (u64 BE) | 32-byte hash of that perfect subtree (older logs) |
 //! | `audit_checkpoints` | seq (u64 BE) | signed checkpoint note text |
@@ -66,6 +67,7 @@ use crate::checkpoint::{key_hash, Checkpoint, SignedCheckpoint};
 use crate::error::{AuditError, Finding};
 use crate::keys::fingerprint;
 use crate::leaf::{rotation_message, Event, Leaf, LeafEvent, LeafIndex, Outcome, PatientKey};
+use crate::runs;
 use crate::tree::{leaf_hash, perfect_decomposition, subtree_root, CompactRange, Hash, NodeSource};
 
 /// Tree names; add [`trees::ALL`] to the list the shared store is opened with.
@@ -604,16 +606,10 @@ impl<S: Store> AuditLog<S> {
             .ok_or_else(|| AuditError::Config("bad node decomposition".into()))?;
         let mut mem = MemNodes::default();
         let mut unindexed = Vec::new();
-        let mut from = u64_key(nodes_size).to_vec();
-        loop {
-            let rows = store.range(trees::LEAVES, &from, None, 4096)?;
-            let Some((last_key, _)) = rows.last() else {
-                break;
-            };
-            from = last_key.clone();
-            from.push(0);
-            for (k, v) in &rows {
-                let i = decode_u64(k).ok_or(AuditError::Gap(edge.size()))?;
+        runs::for_each(
+            &store,
+            nodes_size,
+            |i, v| {
                 if i != edge.size() {
                     return Err(AuditError::Gap(edge.size()));
                 }
@@ -622,8 +618,10 @@ impl<S: Store> AuditLog<S> {
                 if let Ok(leaf) = Leaf::decode(v) {
                     unindexed.push((i, IndexKeys::of(&leaf)));
                 }
-            }
-        }
+                Ok(())
+            },
+            |i, _| AuditError::Gap(i),
+        )?;
         let keys = read_key_chain(&store)?;
         let last = match store.last(trees::CHECKPOINTS)? {
             Some((k, v)) => {
@@ -742,25 +740,22 @@ impl<S: Store> AuditLog<S> {
     pub fn stage(&self, batch: &mut Batch, event: LeafEvent) -> Result<Staged, AuditError> {
         let p = self.prepare(event);
         let mut st = lock(&self.state);
-        self.stage_prepared(&mut st, batch, p)
+        let (staged, bytes) = self.stage_prepared(&mut st, p)?;
+        runs::put(batch, staged.index.0, vec![bytes]);
+        Ok(staged)
     }
 
     fn prepare(&self, event: LeafEvent) -> Prepared {
         prepare_leaf(&event.into_leaf(&self.config.patient_key))
     }
 
-    /// Only index assignment and puts under the lock: every writer of the broker passes here in turn.
-    fn stage_prepared(
-        &self,
-        st: &mut State,
-        batch: &mut Batch,
-        p: Prepared,
-    ) -> Result<Staged, AuditError> {
+    /// Only index assignment under the lock: every writer of the broker passes here in turn. Returns the
+    /// leaf's bytes for the caller to put (one leaf, or with the rest of its batch as a run).
+    fn stage_prepared(&self, st: &mut State, p: Prepared) -> Result<(Staged, Vec<u8>), AuditError> {
         if st.poisoned {
             return Err(AuditError::Poisoned);
         }
         let index = st.next;
-        batch.put(trees::LEAVES, u64_key(index).to_vec(), p.bytes);
         st.next += 1;
         let staging = Staging {
             hash: p.hash,
@@ -768,9 +763,10 @@ impl<S: Store> AuditLog<S> {
             keys: p.keys,
         };
         st.pending.insert(index, staging);
-        Ok(Staged {
+        let staged = Staged {
             index: LeafIndex(index),
-        })
+        };
+        Ok((staged, p.bytes))
     }
 
     /// Stage `events` into `batch` and submit it to the store in one step (so submit order = index order).
@@ -801,14 +797,22 @@ impl<S: Store> AuditLog<S> {
     ) -> Result<PendingCommit<'_, S>, AuditError> {
         let mut st = lock(&self.state);
         let mut staged = Vec::with_capacity(prepared.len());
+        let mut bytes = Vec::with_capacity(prepared.len());
         for p in prepared {
-            match self.stage_prepared(&mut st, &mut batch, p) {
-                Ok(s) => staged.push(s),
+            match self.stage_prepared(&mut st, p) {
+                Ok((s, b)) => {
+                    staged.push(s);
+                    bytes.push(b);
+                }
                 Err(e) => {
                     self.settle_locked(&mut st, staged, Settle::Failed);
                     return Err(e);
                 }
             }
+        }
+        // The batch's indices are contiguous (all staged under this lock): one run, one key.
+        if let Some(first) = staged.first() {
+            runs::put(&mut batch, first.index.0, bytes);
         }
         match self.store.submit(batch) {
             Ok(ticket) => Ok(PendingCommit {
@@ -879,12 +883,12 @@ impl<S: Store> AuditLog<S> {
 
     /// A failed index: take the leaf if it landed anyway, else fill it with a `lost-write` leaf.
     fn resolve_failed(&self, index: u64, hash: Hash) -> Resolved {
-        match self.store.get(trees::LEAVES, &u64_key(index)) {
+        match runs::get(&self.store, index) {
             Ok(Some(bytes)) if leaf_hash(&bytes) == hash => {
                 Resolved::Take(hash, IndexKeys::default())
             }
-            // Another leaf under our index: the store is not ours alone; stop.
-            Ok(Some(_)) => Resolved::Poison,
+            // Another leaf under our index, or a damaged entry there: the store is not ours alone; stop.
+            Ok(Some(_)) | Err(AuditError::Tampered(_)) => Resolved::Poison,
             Err(_) => Resolved::Retry,
             Ok(None) => {
                 let leaf = LeafEvent::new(now_ms(), Event::LostWrite, Outcome::MajorFailure)

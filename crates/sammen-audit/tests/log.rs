@@ -11,8 +11,8 @@ use sammen_audit::ops::{
 };
 use sammen_audit::store::trees;
 use sammen_audit::{
-    AuditConfig, AuditError, AuditLog, Event, Finding, Leaf, LeafEvent, Outcome, PatientKey,
-    Search, SignedCheckpoint, SigningKey,
+    stored_leaves, AuditConfig, AuditError, AuditLog, Event, Finding, Leaf, LeafEvent, Outcome,
+    PatientKey, Search, SignedCheckpoint, SigningKey,
 };
 use sammen_model::{AckCode, Family, Party, PatientId};
 use sammen_store::{Batch, FjallStore, SledStore, Store};
@@ -282,28 +282,35 @@ fn json_leaves_of_older_logs_keep_verifying_and_proving_beside_binary_ones() {
             ..event(1, ev).into_leaf(&pk)
         })
         .collect();
-    log.submit_leaves(Batch::new(), &old)
-        .unwrap()
-        .wait()
-        .unwrap();
+    // One key per leaf, as that version stored them.
+    for l in &old {
+        log.submit_leaves(Batch::new(), std::slice::from_ref(l))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
     log.checkpoint_at(1_800_000_000_000).unwrap();
-    // After the upgrade: binary.
-    log.submit(Batch::new(), vec![event(1, Event::Delivered)])
-        .unwrap()
-        .wait()
-        .unwrap();
+    // After the upgrade: binary, and a batch's leaves as one run.
+    let newer = vec![event(1, Event::Delivered), event(1, Event::Overdue)];
+    log.submit(Batch::new(), newer).unwrap().wait().unwrap();
     log.checkpoint_at(1_800_000_000_001).unwrap();
     drop(log);
     let s = reopen(&d);
-    let raw = |i: u64| s.get(trees::LEAVES, &i.to_be_bytes()).unwrap().unwrap();
-    assert!(raw(1).starts_with(b"{\"v\":1,"));
-    assert_eq!(raw(3)[0], 2);
+    assert!(s.get(trees::LEAVES, &1u64.to_be_bytes()).unwrap().is_some());
+    assert!(s.get(trees::LEAVES, &3u64.to_be_bytes()).unwrap().is_none());
+    let raw = stored_leaves(&s).unwrap();
+    assert_eq!(
+        raw.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    assert!(raw[1].1.starts_with(b"{\"v\":1,"));
+    assert_eq!(raw[3].1[0], 2);
     verify_store(&s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
-    assert_eq!(hits(&s, &Search::MessageId(msg_id(1))), 3);
+    assert_eq!(hits(&s, &Search::MessageId(msg_id(1))), 4);
     let doc = prove_store(&s, &msg_id(1)).unwrap();
     let leaves = check_proof(&doc, &key(1).verifying_key()).unwrap();
     let versions: Vec<u8> = leaves.iter().map(|(_, l)| l.v).collect();
-    assert_eq!(versions, [1, 1, 2]);
+    assert_eq!(versions, [1, 1, 2, 2]);
     // A proof document of format 1 (leaves as JSON text), as the older version printed it, still checks.
     let mut v1 = doc.clone();
     v1.format = "sammen-audit-proof/1".into();
@@ -447,6 +454,138 @@ fn del(store: &FjallStore, tree: &'static str, k: Vec<u8>) {
     let mut b = Batch::new();
     b.delete(tree, k);
     store.commit(b).unwrap();
+}
+
+/// A log whose messages each put three leaves in one batch: genesis 0, then runs 1..=3, 4..=6, ...
+fn fresh_fjall_runs(d: &Dirs, messages: u64) {
+    let store = FjallStore::open(&d.store, &trees::ALL).unwrap();
+    let log = AuditLog::open(store, config(&d.export), key(1)).unwrap();
+    for i in 0..messages {
+        let evs = [
+            Event::Accepted,
+            Event::Published,
+            Event::Acknowledged { code: AckCode::Ok },
+        ];
+        let evs = evs.into_iter().map(|ev| event(i, ev)).collect();
+        log.submit(Batch::new(), evs).unwrap().wait().unwrap();
+    }
+    log.checkpoint_at(1_800_000_000_000).unwrap();
+}
+
+/// The leaves of the run stored under `last`: (first index, leaves). Format: `0x80` ‖ first (u64 BE) ‖
+/// (length (u32 BE) ‖ bytes)*.
+fn read_run(store: &FjallStore, last: u64) -> (u64, Vec<Vec<u8>>) {
+    let v = store
+        .get(trees::LEAVES, &last.to_be_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(v[0], 0x80);
+    let first = u64::from_be_bytes(v[1..9].try_into().unwrap());
+    let mut rest = &v[9..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        out.push(rest[4..4 + n].to_vec());
+        rest = &rest[4 + n..];
+    }
+    (first, out)
+}
+
+fn write_run(store: &FjallStore, first: u64, leaves: &[Vec<u8>]) {
+    let mut v = vec![0x80];
+    v.extend_from_slice(&first.to_be_bytes());
+    for l in leaves {
+        v.extend_from_slice(&(l.len() as u32).to_be_bytes());
+        v.extend_from_slice(l);
+    }
+    let last = first + leaves.len() as u64 - 1;
+    put(store, trees::LEAVES, last.to_be_bytes().to_vec(), v);
+}
+
+#[test]
+fn verify_names_each_tampering_inside_leaf_runs() {
+    let bad_leaf = |d: &Dirs| match finding(verify_now(d)) {
+        Finding::BadLeaf { index, problem } => (index, problem),
+        other => panic!("{other:?}"),
+    };
+    let d = dirs();
+    fresh_fjall_runs(&d, 6);
+    {
+        let s = reopen(&d);
+        assert!(s.get(trees::LEAVES, &5u64.to_be_bytes()).unwrap().is_none());
+        assert_eq!(
+            read_run(&s, 6),
+            (
+                4,
+                stored_leaves(&s).unwrap()[4..7]
+                    .iter()
+                    .map(|(_, b)| b.clone())
+                    .collect()
+            )
+        );
+    }
+    assert_eq!(verify_now(&d).unwrap().leaves, 19);
+
+    // A flipped byte in the middle leaf of a run.
+    let d = dirs();
+    fresh_fjall_runs(&d, 6);
+    {
+        let s = reopen(&d);
+        let (first, mut ls) = read_run(&s, 6);
+        let pos = ls[1].iter().position(|b| *b == b'1').unwrap();
+        ls[1][pos] = b'2';
+        write_run(&s, first, &ls);
+    }
+    assert_eq!(bad_leaf(&d).0, 5);
+
+    // A length field that no longer fits the run.
+    let d = dirs();
+    fresh_fjall_runs(&d, 6);
+    {
+        let s = reopen(&d);
+        let mut v = s.get(trees::LEAVES, &6u64.to_be_bytes()).unwrap().unwrap();
+        v[12] ^= 0x01;
+        put(&s, trees::LEAVES, 6u64.to_be_bytes().to_vec(), v);
+    }
+    assert_eq!(bad_leaf(&d), (4, "malformed leaf run".into()));
+
+    // A deleted run.
+    let d = dirs();
+    fresh_fjall_runs(&d, 6);
+    del(&reopen(&d), trees::LEAVES, 9u64.to_be_bytes().to_vec());
+    assert_eq!(bad_leaf(&d).0, 7);
+
+    // Two leaves of a run swapped.
+    let d = dirs();
+    fresh_fjall_runs(&d, 6);
+    {
+        let s = reopen(&d);
+        let (first, mut ls) = read_run(&s, 6);
+        ls.swap(0, 1);
+        write_run(&s, first, &ls);
+    }
+    assert_eq!(bad_leaf(&d).0, 4);
+
+    // A run cut short by its last leaf, stored under its new last index.
+    let d = dirs();
+    fresh_fjall_runs(&d, 6);
+    {
+        let s = reopen(&d);
+        let (first, ls) = read_run(&s, 12);
+        del(&s, trees::LEAVES, 12u64.to_be_bytes().to_vec());
+        write_run(&s, first, &ls[..2]);
+    }
+    assert_eq!(bad_leaf(&d).0, 12);
+
+    // The last run of the log removed: the log ends below its checkpoint.
+    let d = dirs();
+    fresh_fjall_runs(&d, 6);
+    del(&reopen(&d), trees::LEAVES, 18u64.to_be_bytes().to_vec());
+    assert_eq!(bad_leaf(&d).0, 16);
+    assert!(matches!(
+        AuditLog::open(reopen(&d), config(&d.export), key(1)),
+        Err(AuditError::Rollback { .. })
+    ));
 }
 
 #[test]

@@ -21,7 +21,9 @@ use sammen_identity::{CertAuthority, ClientSpec, Issued, TlsFiles, TlsIdentity};
 use sammen_ingress::tls::{serve_tls, tls_router, TlsServeConfig};
 use sammen_ingress::{Ingress, IngressConfig, Receivers};
 use sammen_outbox::sammen_audit::ops::search_store;
-use sammen_outbox::sammen_audit::{trees as audit_trees, AuditConfig, Leaf, PatientKey, Search};
+use sammen_outbox::sammen_audit::{
+    stored_leaves, trees as audit_trees, AuditConfig, Leaf, PatientKey, Search,
+};
 use sammen_outbox::OutboxConfig;
 use sammen_relay::{Relay, RelayConfig, SharedOutbox};
 use sammen_store::{FjallStore, Store};
@@ -750,7 +752,6 @@ async fn conversation_over_the_inbox_rabbitmq() {
 fn audit_data(env: &Env) -> (Vec<Leaf>, Vec<u8>) {
     let a = env.outbox.audit().unwrap();
     let mut raw = Vec::new();
-    let mut leaves = Vec::new();
     for tree in [
         audit_trees::LEAVES,
         audit_trees::NODES,
@@ -761,11 +762,13 @@ fn audit_data(env: &Env) -> (Vec<Leaf>, Vec<u8>) {
         for (k, v) in a.store().range(tree, &[], None, usize::MAX).unwrap() {
             raw.extend_from_slice(&k);
             raw.extend_from_slice(&v);
-            if tree == audit_trees::LEAVES {
-                leaves.push(Leaf::decode(&v).unwrap());
-            }
         }
     }
+    let leaves = stored_leaves(a.store())
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| Leaf::decode(&v).unwrap())
+        .collect();
     (leaves, raw)
 }
 

@@ -15,7 +15,7 @@ use sammen_ingress::tls::{
 use sammen_ingress::{Ingress, IngressConfig, Receivers, SharedOutbox};
 use sammen_outbox::sammen_audit::ops::verify_store;
 use sammen_outbox::sammen_audit::{
-    trees as audit_trees, AuditConfig, Event, Leaf, PatientKey, SigningKey,
+    stored_leaves, AuditConfig, Event, Leaf, PatientKey, SigningKey,
 };
 use sammen_outbox::OutboxConfig;
 use sammen_store::{FjallStore, Store};
@@ -168,8 +168,7 @@ async fn settled(stats: &TlsStats, recorded: u64, suppressed: u64) {
 
 fn leaves(outbox: &SharedOutbox) -> Vec<(Vec<u8>, Leaf)> {
     let store = outbox.audit().unwrap().store();
-    store
-        .range(audit_trees::LEAVES, &[], None, usize::MAX)
+    stored_leaves(store)
         .unwrap()
         .into_iter()
         .map(|(_, v)| {

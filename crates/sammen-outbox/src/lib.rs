@@ -22,7 +22,7 @@
 //! | `fin_payload`, `fin_meta` | finished_ms ‖ id | (empty): retention queues |
 //! | `counters` | `next_id` | next id (never reused, even after purge) |
 //! | `await_ack` | received_ms ‖ id | (empty): records waiting for an acknowledgement |
-//! | `audit_patient` | id | patient pseudonym (hex HMAC): audit only ([`trees::AUDITED`]) |
+//! | `audit_patient` | id | patient pseudonym (hex HMAC) of records written before [`Status::patient`]: read and purged, never written |
 //!
 //! ## Invariants
 //! - `accept` writes payload, metadata, dedupe keys, first state `accepted`, the queue entries and the id
@@ -68,8 +68,8 @@
 //!   `rejected` with [`CONFLICT_CODE`]) in **its own batch**, durable before `accept` answers (under the
 //!   dedupe key lock, so repeats are recorded in answer order).
 //! - The patient id given to [`Outbox::accept_with`] is hashed with the log's key at once; only that
-//!   pseudonym is kept (`audit_patient`, deleted with the record) so later leaves carry it too. The CPR
-//!   number is never written.
+//!   pseudonym is kept, in the record's metadata ([`Status::patient`], purged with the record), so later
+//!   leaves carry it too. The CPR number is never written.
 //! - Lock order: dedupe/record key guard → `next_id` (accept only) → the audit log's state lock (inside
 //!   `AuditLog::submit`, held across staging and `Store::submit`) → the store's queue. The audit log never
 //!   calls back into the outbox, so there is no cycle; ids and leaf indices both commit in submit order.

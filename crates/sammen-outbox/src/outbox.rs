@@ -37,7 +37,10 @@ pub mod trees {
     /// `id` → empty: records now `overdue` (entered with the state, removed when it is left), so the
     /// overdue gauge is a count of this tree, never a scan of every record.
     pub const OVERDUE: &str = "overdue";
-    /// `id` → patient pseudonym (hex HMAC, never the CPR): for the leaves after `accepted`. Audit only.
+    /// `id` → patient pseudonym (hex HMAC, never the CPR), as data dirs before [`Status::patient`] kept
+    /// it: read for their records, deleted with them, never written now. Audit only.
+    ///
+    /// [`Status::patient`]: crate::Status::patient
     pub const AUDIT_PATIENT: &str = "audit_patient";
     /// All trees, for opening a store.
     pub const ALL: &[&str] = &[
@@ -447,13 +450,17 @@ impl<S: Store> Outbox<S> {
         }
     }
 
-    fn pseudonym_of(&self, id: RecordId) -> Result<Option<String>, OutboxError> {
+    /// The record's patient pseudonym: in its metadata, or (records of older data dirs) under its own key.
+    fn pseudonym_of(&self, status: &Status) -> Result<Option<String>, OutboxError> {
         if self.audit.is_none() {
             return Ok(None);
         }
+        if status.patient.is_some() {
+            return Ok(status.patient.clone());
+        }
         Ok(self
             .store
-            .get(AUDIT_PATIENT, &id_key(id))?
+            .get(AUDIT_PATIENT, &id_key(status.id))?
             .and_then(|v| String::from_utf8(v).ok()))
     }
 
@@ -722,6 +729,7 @@ impl<S: Store> Outbox<S> {
                 payload_retained: true,
                 acknowledged_by: None,
                 answers: None,
+                patient: pseudonym.clone(),
                 meta,
             };
             let done = if let Some((link, ack, ack_payload)) = reroute {
@@ -762,9 +770,10 @@ impl<S: Store> Outbox<S> {
                     answers: ack.answers.clone(),
                     sha256: ack.sha256.clone(),
                     size: ack.size,
+                    patient: self.pseudonym_of(&ack)?,
                 };
                 if self.audit.is_some() {
-                    let p = self.pseudonym_of(ack.id)?;
+                    let p = again.patient.clone();
                     let sha = unhex32(&again.sha256);
                     let mut e = leaf_of(&again.meta, sha, Event::Resend, Outcome::Success, now, p);
                     e.cert_fingerprint.clone_from(&extra.cert_fingerprint);
@@ -850,9 +859,6 @@ impl<S: Store> Outbox<S> {
             }
             b.put(MSGID, msgid_key(&status.meta.message_id, id), []);
             b.put(COUNTERS, NEXT_ID, (last.0 + 1).to_be_bytes());
-            if let Some(p) = &pseudonym {
-                b.put(AUDIT_PATIENT, id_key(id), p.as_bytes());
-            }
             if self.audit.is_none() {
                 leaves.clear();
             }
@@ -918,7 +924,7 @@ impl<S: Store> Outbox<S> {
         if self.audit.is_none() || status.timeline.len() <= from_step {
             return Ok(leaves);
         }
-        let pseudonym = self.pseudonym_of(status.id)?;
+        let pseudonym = self.pseudonym_of(status)?;
         for step in &status.timeline[from_step..] {
             if let Some((event, outcome)) = state_event(step.state) {
                 let sha = unhex32(&status.sha256);
@@ -1272,7 +1278,7 @@ impl<S: Store> Outbox<S> {
         }
         b.put(META, id_key(id), encode(&s)?);
         let leaves = if self.audit.is_some() {
-            let pseudonym = self.pseudonym_of(id)?;
+            let pseudonym = self.pseudonym_of(&s)?;
             let sha = unhex32(&s.sha256);
             vec![leaf_of(
                 &s.meta,
@@ -1369,7 +1375,7 @@ impl<S: Store> Outbox<S> {
                 let Some(s) = self.status(*id)? else { continue };
                 b.delete(AWAIT_ACK, await_key(&s));
                 if self.audit.is_some() {
-                    let pseudonym = self.pseudonym_of(*id)?;
+                    let pseudonym = self.pseudonym_of(&s)?;
                     b.delete(AUDIT_PATIENT, id_key(*id));
                     let sha = unhex32(&s.sha256);
                     let ev = leaf_of(
@@ -1420,7 +1426,7 @@ impl<S: Store> Outbox<S> {
                     stats.payloads += 1;
                     if self.audit.is_some() {
                         let (ev, ok) = (Event::PayloadPurged, Outcome::Success);
-                        let p = self.pseudonym_of(*id)?;
+                        let p = self.pseudonym_of(&s)?;
                         leaves.push(leaf_of(&s.meta, unhex32(&s.sha256), ev, ok, now, p));
                     }
                 }

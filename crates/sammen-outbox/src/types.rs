@@ -255,6 +255,11 @@ pub struct Status {
     /// Set on an acknowledgement record: what it answers, and whether that was found here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<Answers>,
+    /// Audit only: the patient's pseudonym (hex HMAC with the audit log's key, never the CPR number), so
+    /// the leaves after `accepted` carry it too. Kept in the record itself rather than under a key of its
+    /// own: one write less per accept and one read less per transition. Not shown by the status views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
 }
 
 /// Original → the acknowledgement record that answered it.

@@ -13,9 +13,8 @@ use std::time::Duration;
 use common::*;
 use sammen_model::{AckCode, Family, PatientId};
 use sammen_outbox::sammen_audit::ops::{search_store, verify_store};
-use sammen_outbox::sammen_audit::store::trees as audit_trees;
 use sammen_outbox::sammen_audit::{
-    AuditLog, Event, Leaf, LeafEvent, LeafIndex, Outcome, PatientKey, Search,
+    stored_leaves, AuditLog, Event, Leaf, LeafEvent, LeafIndex, Outcome, PatientKey, Search,
 };
 use sammen_outbox::*;
 use sammen_store::{Batch, KeyValue, Ticket};
@@ -37,8 +36,7 @@ fn pseudonym() -> String {
 /// Every leaf of the log after genesis, in order.
 fn leaves<S: Store>(ob: &Outbox<S>) -> Vec<Leaf> {
     let a = ob.audit().unwrap();
-    a.store()
-        .range(audit_trees::LEAVES, &[], None, usize::MAX)
+    stored_leaves(a.store())
         .unwrap()
         .into_iter()
         .skip(1)
@@ -242,7 +240,71 @@ fn plain_outbox_records_nothing<B: Backend>() {
     ));
 }
 
-per_backend!(every_event_gets_one_leaf, plain_outbox_records_nothing);
+/// The pseudonym lives in the record's metadata (no key of its own, not in the status views); a record
+/// of an older data dir, with the pseudonym under `audit_patient` and none in its metadata, still gets
+/// it on its later leaves, and the purge removes that key.
+fn pseudonym_in_the_record_and_under_the_older_key<B: Backend>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secs, clock) = manual_clock();
+    let ob = B::open(dir.path(), OutboxConfig::default()).with_clock(clock);
+    let Some(a) = ob.audit() else {
+        return;
+    };
+    let accept =
+        |m: &str, b: &str| match ob.accept_with(req(A, R1, m, b, b"one"), patient()).unwrap() {
+            AcceptOutcome::Accepted { id } => id,
+            other => panic!("{other:?}"),
+        };
+    let new = accept("m1", "b1");
+    let old = accept("m2", "b2");
+    let patient_rows = || {
+        a.store()
+            .range(trees::AUDIT_PATIENT, &[], None, 10)
+            .unwrap()
+    };
+    assert!(patient_rows().is_empty(), "accept wrote the older key");
+    assert_eq!(ob.status(new).unwrap().unwrap().patient, Some(pseudonym()));
+    // Make `old` look as an older version wrote it.
+    let key = old.0.to_be_bytes();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&a.store().get(trees::META, &key).unwrap().unwrap()).unwrap();
+    meta.as_object_mut().unwrap().remove("patient").unwrap();
+    let mut b = Batch::new();
+    b.put(
+        trees::META,
+        key.to_vec(),
+        serde_json::to_vec(&meta).unwrap(),
+    );
+    b.put(trees::AUDIT_PATIENT, key.to_vec(), pseudonym().into_bytes());
+    a.store().commit(b).unwrap();
+    assert_eq!(ob.status(old).unwrap().unwrap().patient, None);
+    for id in [new, old] {
+        ob.mark_published(id).unwrap();
+        ob.mark_dead(id, "test").unwrap();
+    }
+    let ls = leaves(&ob);
+    let published: Vec<_> = ls.iter().filter(|l| l.event == Event::Published).collect();
+    assert_eq!(published.len(), 2);
+    for l in published {
+        assert_eq!(l.patient, Some(pseudonym()), "{:?}", l.message_id);
+    }
+    assert_eq!(patient_rows().len(), 1);
+    secs.store(100, Ordering::SeqCst);
+    let one = Duration::from_secs(1);
+    ob.purge(at(100), one, one).unwrap();
+    assert!(patient_rows().is_empty(), "purge left the older key");
+    let purged = leaves(&ob)
+        .into_iter()
+        .filter(|l| l.event == Event::Purged)
+        .count();
+    assert_eq!(purged, 2);
+}
+
+per_backend!(
+    every_event_gets_one_leaf,
+    plain_outbox_records_nothing,
+    pseudonym_in_the_record_and_under_the_older_key
+);
 
 /// A store whose writes can be made to fail, to show a failed batch leaves neither change nor leaf.
 struct Flaky {
@@ -330,7 +392,7 @@ fn failed_batch_leaves_neither_change_nor_leaf() {
 fn open_with_audit_refuses_a_store_without_its_trees() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = trees::ALL.to_vec();
-    t.extend(audit_trees::ALL);
+    t.extend(sammen_outbox::sammen_audit::trees::ALL);
     let store: Arc<dyn Store> = Arc::new(sammen_store::FjallStore::open(dir.path(), &t).unwrap());
     let log = AuditLog::open(store, audit_config(None), audit_key()).unwrap();
     assert!(Outbox::open_with_audit(Arc::new(log), OutboxConfig::default()).is_err());
