@@ -589,6 +589,27 @@ fn stat_cpu_secs(s: &str) -> Option<f64> {
     Some((ut + st) / CLK_TCK)
 }
 
+/// Busy CPU seconds of the whole machine (every process: broker, RabbitMQ, this load generator, anything
+/// else), from the first line of /proc/stat: user + nice + system + irq + softirq (not idle, iowait or
+/// steal). Why: on a machine that the broker, RabbitMQ and the load generator share, the end-to-end rate
+/// is bounded by the CPU all of them spend per message, which no per-process figure shows.
+fn machine_busy_secs() -> Option<f64> {
+    stat_busy_secs(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn stat_busy_secs(s: &str) -> Option<f64> {
+    let f: Vec<f64> = s
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let busy = f.get(..3)?.iter().sum::<f64>() + f.get(5..7)?.iter().sum::<f64>();
+    Some(busy / CLK_TCK)
+}
+
 /// A `kB` field of /proc/<pid>/status (VmRSS, VmHWM), in bytes.
 fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1149,6 +1170,7 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
 
     // Broker resources: CPU at start/end, RSS sampled.
     let cpu0 = broker_pid.and_then(cpu_secs);
+    let machine0 = machine_busy_secs();
     let peak_rss = Arc::new(AtomicU64::new(0));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = broker_pid.map(|pid| {
@@ -1272,6 +1294,8 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
     );
 
     let mut e2e_rate = None;
+    // (µs of machine CPU per message end to end, the broker's part of it)
+    let mut e2e_cpu: Option<(f64, Option<f64>)> = None;
     if let Some((bus, seen)) = &sub {
         let deadline = Instant::now() + a.drain_timeout;
         let want = all.sent.len();
@@ -1307,6 +1331,14 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
             let span = last.saturating_duration_since(t0).as_secs_f64();
             let rate = lat.len() as f64 / span.max(1e-9);
             e2e_rate = Some(rate);
+            if let (Some(m0), Some(m1), false) = (machine0, machine_busy_secs(), lat.is_empty()) {
+                let per = |secs: f64| secs * 1e6 / lat.len() as f64;
+                let broker = match (cpu0, broker_pid.and_then(cpu_secs)) {
+                    (Some(c0), Some(c1)) => Some(per(c1 - c0)),
+                    _ => None,
+                };
+                e2e_cpu = Some((per(m1 - m0), broker));
+            }
             println!(
             "end to end: {} of {want} accepted messages reached the subscriber{}; {rate:.0} msgs/s (first POST → last receipt {span:.2} s); {} duplicate deliveries",
             lat.len(),
@@ -1369,14 +1401,29 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
             std::process::id(),
             fastrand::u32(..)
         );
+        let m0 = machine_busy_secs();
         let b = sammen_bus::baseline::raw_publish(url, &q, false, n, WINDOW, &payloads)
             .await
             .context("baseline: raw lapin publish")?;
+        let m1 = machine_busy_secs();
         let raw = b.rate();
         println!(
             "baseline: raw lapin, {n} of the same payloads, persistent, {WINDOW} confirms in flight, quorum queue: {raw:.0} msgs/s ({:.1} MB/s)",
             b.bytes as f64 / b.elapsed.as_secs_f64() / 1e6
         );
+        if let (Some(m0), Some(m1), Some((e2e_us, broker_us))) = (m0, m1, e2e_cpu) {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let raw_us = (m1 - m0) * 1e6 / n as f64;
+            // What the whole machine may spend per message for end to end to reach half the raw rate.
+            let budget = cores * 1e6 / (0.5 * raw);
+            println!(
+                "machine CPU per message (all processes, {cores:.0} cores): end to end {e2e_us:.0} us{}; raw {raw_us:.0} us. End to end / raw = 0.5 leaves the machine {budget:.0} us per message",
+                match broker_us {
+                    Some(b) => format!(" (broker {b:.0} us, the rest {:.0} us)", e2e_us - b),
+                    None => String::new(),
+                },
+            );
+        }
         match e2e_rate {
             Some(e) => println!(
                 "ratio: end to end / raw = {:.2}; accepted / raw = {:.2}",
@@ -1392,6 +1439,16 @@ async fn measure(a: &BenchArgs, templates: Vec<Template>, spawned_pid: Option<u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_busy_time_counts_user_nice_system_irq_softirq() {
+        let stat = "cpu  100 20 300 5000 70 8 9 40 0 0\ncpu0 50 10 150 2500 35 4 4 20 0 0\n";
+        // 100 + 20 + 300 + 8 + 9 ticks; idle, iowait and steal are not busy.
+        assert_eq!(stat_busy_secs(stat), Some(4.37));
+        assert_eq!(stat_busy_secs("cpu0 1 2 3\n"), None);
+        assert_eq!(stat_busy_secs("cpu  1 2\n"), None);
+        assert!(machine_busy_secs().is_some_and(|s| s > 0.0));
+    }
 
     #[test]
     fn confidence_interval_of_paired_shares() {
