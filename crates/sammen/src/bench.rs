@@ -923,6 +923,22 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
             half * 100.0,
             shares.len()
         );
+        // The same without the engine's background threads, whose flushes and compactions land in
+        // whichever round crosses a memtable or level threshold: most of the round-to-round spread.
+        let fg = |m: &(u64, f64, f64), bg: f64| (m.1 - bg) * 1e6 / m.0.max(1) as f64;
+        let fg_shares: Vec<f64> = (0..sides[0].rounds.len().min(sides[1].rounds.len()))
+            .map(|r| {
+                let on = fg(&sides[0].rounds[r], sides[0].background[r]);
+                let off = fg(&sides[1].rounds[r], sides[1].background[r]);
+                on / off - 1.0
+            })
+            .collect();
+        let (fg_mean, fg_half) = mean_and_ci95(&fg_shares);
+        println!(
+            "paired rounds without the engine's background threads: mean audit share {:.1}% +- {:.1}%",
+            fg_mean * 100.0,
+            fg_half * 100.0
+        );
         println!(
             "broker CPU per accepted message: audit on {:.0} us, off {:.0} us: audit share of CPU {:.1}% overall, {:.1}% median round (min {:.1}%, max {:.1}%); wall: {:.0} vs {:.0} accepts/s ({:.1}%)",
             per_accept_us(&on),
