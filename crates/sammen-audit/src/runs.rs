@@ -88,21 +88,22 @@ pub fn entries<'a>(key: &[u8], value: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, 
     let mut out = Vec::new();
     let mut rest = &value[9..];
     let mut i = first;
-    while !rest.is_empty() {
+    loop {
         let len = rest
             .get(..4)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_be_bytes)
             .ok_or(EntryError::Malformed)? as usize;
         let leaf = rest.get(4..4 + len).ok_or(EntryError::Malformed)?;
-        if i > last {
-            return Err(EntryError::Malformed);
-        }
         out.push((i, leaf));
         rest = &rest[4 + len..];
+        if i == last {
+            break;
+        }
+        // i < last: no overflow, even for a key of u64::MAX.
         i += 1;
     }
-    if i != last + 1 {
+    if !rest.is_empty() {
         return Err(EntryError::Malformed);
     }
     Ok(out)
@@ -153,7 +154,7 @@ pub(crate) fn for_each<S: Store + ?Sized>(
                     continue;
                 }
                 f(i, leaf)?;
-                expect = i + 1;
+                expect = i.saturating_add(1);
             }
         }
     }
@@ -220,6 +221,11 @@ mod tests {
         assert_eq!(entries(&7u64.to_be_bytes(), &v), Err(EntryError::Malformed));
         assert_eq!(entries(&5u64.to_be_bytes(), &v), Err(EntryError::Malformed));
         assert_eq!(entries(b"short", &v), Err(EntryError::Key));
+        // A run ending at the greatest index reads without overflowing.
+        let (k, v) = stored(u64::MAX - 1, &[b"\x02a", b"\x02b"]);
+        assert_eq!(k, u64::MAX.to_be_bytes());
+        assert_eq!(entries(&k, &v).unwrap().len(), 2);
+        let (k, v) = stored(5, &[b"\x02a", b"\x02bc"]);
         let mut lied = v.clone();
         lied[9..13].copy_from_slice(&100u32.to_be_bytes());
         assert_eq!(entries(&k, &lied), Err(EntryError::Malformed));
