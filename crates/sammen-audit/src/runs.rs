@@ -2,9 +2,8 @@
 //!
 //! Why: each store key is a memtable insert and a journal item on the store's committer thread, the one
 //! thread every accept waits for. A message's accept carries two leaves (`received`, `accepted`) and a
-//! group of publish or delivery marks up to 256; one key per leaf was most of the audit's foreground cost
-//! after the search index and the nodes moved to the checkpoints. The leaves and their hashes are
-//! unchanged: runs are a storage layout, the Merkle tree never sees them.
+//! group of publish or delivery marks up to 256: one key per leaf wrote up to 256 keys where one does.
+//! The leaves and their hashes are unchanged: runs are a storage layout, the Merkle tree never sees them.
 //!
 //! Layout in `audit_leaves`:
 //! - a single leaf: key = its index (u64 BE), value = the leaf's bytes (a binary leaf starts with its
@@ -31,7 +30,7 @@ pub const RUN: u8 = 0x80;
 pub enum EntryError {
     /// The key is not a u64.
     Key,
-    /// A run's value is cut short, has bytes left over, or its first index is after its key.
+    /// A run's value is cut short or has bytes left over, or its first index is not before its key.
     Malformed,
 }
 
