@@ -4,6 +4,9 @@
 //! a valid XCTL03 positive receipt the same way (no SOR needed); never one with an invented VersionCode.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{accept_new, party, request};
 use sammen_model::{AckCode, Family, Party};
 use sammen_outbox::{
     AcceptOutcome, AcceptRequest, AckAcceptOutcome, MessageMeta, Outbox, OutboxConfig, RecordId,
@@ -21,30 +24,8 @@ const HOSP: (&str, &str) = ("5790000209354", "265161000016000");
 const MUNI: (&str, &str) = ("5790001348120", "953741000016009");
 const OTHER: &str = "5790002515200";
 
-fn party(gln: &str, sor: Option<&str>) -> Party {
-    Party {
-        gln: Some(gln.into()),
-        sor: sor.map(str::to_owned),
-    }
-}
-
 fn accept(ob: &SharedOutbox, id: &str, from: Party, to: Party) -> RecordId {
-    let r = AcceptRequest {
-        bytes: id.as_bytes().to_vec(),
-        meta: MessageMeta {
-            message_id: id.into(),
-            envelope_id: format!("b-{id}"),
-            family: Family::HospitalNotification,
-            event: "admit-inpatient".into(),
-            sender: from,
-            receiver: to,
-            received: SystemTime::now(),
-        },
-    };
-    match ob.accept(r).unwrap() {
-        AcceptOutcome::Accepted { id } => id,
-        o => panic!("{o:?}"),
-    }
+    accept_new(ob, request(id, from, to, SystemTime::now()))
 }
 
 fn deliver(ob: &SharedOutbox, id: RecordId) {

@@ -3,10 +3,12 @@
 //! alone, nothing is resent, and the timer loop keeps scanning.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sammen_model::{AckCode, Family, Party, ResponseRef};
+mod common;
+
+use common::{accept_new, party, request};
+use sammen_model::{AckCode, Family, ResponseRef};
 use sammen_outbox::{
-    AcceptAudit, AcceptOutcome, AcceptRequest, AckAcceptOutcome, MessageMeta, Outbox, OutboxConfig,
-    RecordId, State,
+    AcceptAudit, AcceptRequest, AckAcceptOutcome, Outbox, OutboxConfig, RecordId, State,
 };
 use sammen_relay::{OverdueScanner, SharedOutbox};
 use sammen_store::{FjallStore, Store};
@@ -23,36 +25,17 @@ fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(T0 + secs)
 }
 
-fn party(gln: &str) -> Party {
-    Party {
-        gln: Some(gln.into()),
-        sor: None,
-    }
-}
-
 fn req(family: Family, from: &str, to: &str, id: &str, received: u64) -> AcceptRequest {
-    AcceptRequest {
-        bytes: id.as_bytes().to_vec(),
-        meta: MessageMeta {
-            message_id: id.into(),
-            envelope_id: format!("b-{id}"),
-            family,
-            event: "admit-inpatient".into(),
-            sender: party(from),
-            receiver: party(to),
-            received: at(received),
-        },
-    }
+    let mut r = request(id, party(from, None), party(to, None), at(received));
+    r.meta.family = family;
+    r
 }
 
 fn accept(ob: &SharedOutbox, id: &str, received: u64) -> RecordId {
-    match ob
-        .accept(req(Family::HospitalNotification, HOSP, MUNI, id, received))
-        .unwrap()
-    {
-        AcceptOutcome::Accepted { id } => id,
-        o => panic!("{o:?}"),
-    }
+    accept_new(
+        ob,
+        req(Family::HospitalNotification, HOSP, MUNI, id, received),
+    )
 }
 
 fn state(ob: &SharedOutbox, id: RecordId) -> State {

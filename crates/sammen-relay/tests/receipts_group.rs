@@ -3,11 +3,11 @@
 //! commit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{accept_new, party, request};
 use sammen_bus::receipts::{DeliveryReceipt, ReceiptOutcome};
-use sammen_model::{Family, Party};
-use sammen_outbox::{
-    AcceptOutcome, AcceptRequest, MessageMeta, Outbox, OutboxConfig, RecordId, State,
-};
+use sammen_outbox::{Outbox, OutboxConfig, RecordId, State};
 use sammen_relay::receipts::{apply_receipts, Applied};
 use sammen_relay::SharedOutbox;
 use sammen_store::{FjallStore, Store};
@@ -17,30 +17,9 @@ use std::time::SystemTime;
 const HOSP: &str = "5790000209354";
 const MUNI: &str = "5790001348120";
 
-fn party(gln: &str) -> Party {
-    Party {
-        gln: Some(gln.into()),
-        sor: None,
-    }
-}
-
 fn accept(ob: &SharedOutbox, id: &str) -> RecordId {
-    let req = AcceptRequest {
-        bytes: id.as_bytes().to_vec(),
-        meta: MessageMeta {
-            message_id: id.into(),
-            envelope_id: format!("b-{id}"),
-            family: Family::HospitalNotification,
-            event: "admit-inpatient".into(),
-            sender: party(HOSP),
-            receiver: party(MUNI),
-            received: SystemTime::now(),
-        },
-    };
-    match ob.accept(req).unwrap() {
-        AcceptOutcome::Accepted { id } => id,
-        o => panic!("{o:?}"),
-    }
+    let req = request(id, party(HOSP, None), party(MUNI, None), SystemTime::now());
+    accept_new(ob, req)
 }
 
 fn receipt(ob: &SharedOutbox, id: RecordId) -> DeliveryReceipt {

@@ -7,12 +7,14 @@
 //! (SAMMEN_TEST_AMQP_URL); fails, never skips, without it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{accept_new, party, request};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use sammen_bus::contract::{random_gln, unique_ns};
 use sammen_bus::receipts::{node_receipts_queue, receipts_queue, DeliveryReceipt, ReceiptOutcome};
 use sammen_bus::{wait_connected, AmqpBus, AmqpConfig, Bus, Topology};
-use sammen_model::{Family, Party};
-use sammen_outbox::{AcceptOutcome, AcceptRequest, MessageMeta, Outbox, OutboxConfig, State};
+use sammen_outbox::{Outbox, OutboxConfig, State};
 use sammen_relay::receipts::{AmqpReceipts, ReceiptStats, SHARED_REDELIVERIES};
 use sammen_relay::{Relay, RelayConfig, SharedOutbox};
 use sammen_store::{FjallStore, Store};
@@ -141,28 +143,14 @@ async fn start_node(
 }
 
 fn accept(ob: &SharedOutbox, id: &str, receiver: &str) {
-    let r = AcceptRequest {
-        bytes: format!("<Bundle><id value=\"{id}\"/></Bundle>").into_bytes(),
-        meta: MessageMeta {
-            message_id: id.into(),
-            envelope_id: format!("b-{id}"),
-            family: Family::HospitalNotification,
-            event: "admit-inpatient".into(),
-            sender: Party {
-                gln: Some(SENDER.into()),
-                sor: None,
-            },
-            receiver: Party {
-                gln: Some(receiver.into()),
-                sor: None,
-            },
-            received: SystemTime::now(),
-        },
-    };
-    assert!(matches!(
-        ob.accept(r).unwrap(),
-        AcceptOutcome::Accepted { .. }
-    ));
+    let mut r = request(
+        id,
+        party(SENDER, None),
+        party(receiver, None),
+        SystemTime::now(),
+    );
+    r.bytes = format!("<Bundle><id value=\"{id}\"/></Bundle>").into_bytes();
+    accept_new(ob, r);
 }
 
 /// Message ids of `ob` not (yet) delivered, with their state.
