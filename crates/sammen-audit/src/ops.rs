@@ -455,8 +455,9 @@ fn tail<S: Store + ?Sized>(store: &S) -> Result<Vec<u64>, AuditError> {
         .and_then(|v| decode_u64(&v))
         .unwrap_or(0);
     let mut out = Vec::new();
-    // A damaged entry is verify's business; search lists what it can read.
-    let _ = runs::for_each(
+    // A damaged entry is verify's business: search lists what it can read before it. A store error
+    // is not damage and is passed on.
+    match runs::for_each(
         store,
         nodes_size,
         |i, _| {
@@ -464,8 +465,10 @@ fn tail<S: Store + ?Sized>(store: &S) -> Result<Vec<u64>, AuditError> {
             Ok(())
         },
         runs::damaged,
-    );
-    Ok(out)
+    ) {
+        Ok(()) | Err(AuditError::Tampered(_)) => Ok(out),
+        Err(e) => Err(e),
+    }
 }
 
 /// Leaf `i`'s bytes for search and prove, which re-check every index hit against the leaf: a damaged

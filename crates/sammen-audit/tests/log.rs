@@ -577,6 +577,29 @@ fn verify_names_each_tampering_inside_leaf_runs() {
     }
     assert_eq!(bad_leaf(&d).0, 12);
 
+    // A damaged run in the unsigned tail: search by time lists every leaf it can read, no error.
+    let d = dirs();
+    fresh_fjall_runs(&d, 2);
+    {
+        let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+        for i in 2..4 {
+            let evs = vec![event(i, Event::Accepted), event(i, Event::Published)];
+            log.submit(Batch::new(), evs).unwrap().wait().unwrap();
+        }
+    }
+    {
+        let s = reopen(&d);
+        let mut v = s.get(trees::LEAVES, &10u64.to_be_bytes()).unwrap().unwrap();
+        v.pop();
+        put(&s, trees::LEAVES, 10u64.to_be_bytes().to_vec(), v);
+    }
+    let all = Search::TimeRange {
+        from_ms: 0,
+        to_ms: u64::MAX,
+    };
+    assert_eq!(hits(&reopen(&d), &all), 9);
+    assert_eq!(bad_leaf(&d), (9, "malformed leaf run".into()));
+
     // The last run of the log removed: the log ends below its checkpoint.
     let d = dirs();
     fresh_fjall_runs(&d, 6);
