@@ -98,8 +98,14 @@ pub struct BenchArgs {
     accepted_ids: Option<PathBuf>,
     /// Audit cost on the real accept path: spawn two brokers, audit log on and off, and post --messages
     /// to each in this many alternating rounds; prints broker CPU per accepted message and the audit's share.
-    #[arg(long, value_name = "ROUNDS", requires = "spawn", conflicts_with_all = ["rate", "duration", "baseline"])]
+    /// With --rate each round posts --messages open loop at that rate (per broker), the load of a broker that
+    /// is not saturated, as in production.
+    #[arg(long, value_name = "ROUNDS", requires = "spawn", conflicts_with_all = ["duration", "baseline"])]
     audit_share: Option<u32>,
+    /// With --audit-share: load both brokers at the same time in each round (--clients each) instead of
+    /// one after the other, so a slow spell of the shared machine (disk, neighbours) hits both alike.
+    #[arg(long, requires = "audit_share")]
+    together: bool,
     /// Write each accepted message's send time (ms since the start) and accept latency (µs) here, one
     /// pair per line, to see whether slow answers cluster (stalls) or spread.
     #[arg(long)]
@@ -849,6 +855,8 @@ struct ShareSide {
 /// hits both alike. The broker's CPU per accepted message counts everything it does for the message:
 /// TLS-less HTTP, validation, the durable accept and the relay's publish into the embedded bus (with the
 /// audit on: the `received`, `accepted` and `published` leaves and amortised checkpoint signing).
+/// With `--together` both sides are loaded at once in each round: the machine's slow spells then fall on
+/// both, at the price of the two brokers sharing the cores (each process's CPU is still its own).
 async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Result<()> {
     if a.amqp_url.is_some() {
         bail!("--audit-share runs two spawned brokers on the embedded bus; drop --amqp-url");
@@ -871,16 +879,36 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
         });
     }
     println!(
-        "sammen bench --audit-share: {rounds} rounds of {n} messages per side, {} clients, {} examples, two spawned brokers (store {:?}, embedded bus)",
+        "sammen bench --audit-share: {rounds} rounds of {n} messages per side, {} clients{}, {} examples, two spawned brokers (store {:?}, embedded bus), {}",
         a.clients,
+        a.rate
+            .map(|r| format!(", open loop at {r} msg/s"))
+            .unwrap_or_else(|| ", closed loop".into()),
         templates.len(),
-        a.store
+        a.store,
+        if a.together { "loaded together" } else { "loaded in turn" }
     );
     let mut result = Ok(());
     'rounds: for r in 0..rounds {
         let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            match share_round(&sides[i], &templates, a, n).await {
+        let measured = if a.together {
+            let (x, y) = tokio::join!(
+                share_round(&sides[0], &templates, a, n),
+                share_round(&sides[1], &templates, a, n)
+            );
+            [x, y]
+        } else {
+            let mut m = [
+                Err(anyhow::anyhow!("not run")),
+                Err(anyhow::anyhow!("not run")),
+            ];
+            for i in order {
+                m[i] = share_round(&sides[i], &templates, a, n).await;
+            }
+            m
+        };
+        for (i, m) in measured.into_iter().enumerate() {
+            match m {
                 Ok((m, bg)) => {
                     sides[i].rounds.push(m);
                     sides[i].background.push(bg);
@@ -1018,7 +1046,7 @@ async fn share_round(
         next: AtomicU64::new(0),
         limit: Some(n),
         end: None,
-        rate: None,
+        rate: a.rate,
         t0,
         track: false,
         timeline: false,
