@@ -397,53 +397,16 @@ struct State {
     edge: CompactRange,
     /// Perfect nodes completed since the last checkpoint's batch.
     mem: MemNodes,
-    pending: Pending,
+    /// Staged leaves not yet folded into the tree: always exactly the indices from the tree's size up
+    /// to `next` (staging appends, folding takes the front), so leaf `edge.size() + k` is entry `k`. A
+    /// ring buffer, not a map: no node allocation and no search per leaf.
+    pending: VecDeque<Staging>,
     /// Folded leaves not yet in the search index (it is written with the next checkpoint).
     unindexed: Vec<(u64, IndexKeys)>,
     last: Option<SignedCheckpoint>,
     next_seq: u64,
     keys: Vec<VerifyingKey>,
     poisoned: bool,
-}
-
-/// Staged leaves not yet folded into the tree, by index. They are always exactly the indices from the
-/// tree's size up to the next free one (staging appends, folding takes the front), so a ring buffer
-/// does what a map did, without a node allocation and a search per leaf.
-#[derive(Default)]
-struct Pending {
-    /// Index of the front entry (of the next one pushed, when empty).
-    first: u64,
-    queue: VecDeque<Staging>,
-}
-
-impl Pending {
-    fn starting_at(first: u64) -> Self {
-        Pending {
-            first,
-            queue: VecDeque::new(),
-        }
-    }
-
-    /// Stage `index`, which must be the next one (`first + len`): the log hands indices out in order.
-    fn push(&mut self, index: u64, staging: Staging) {
-        debug_assert_eq!(Some(index), self.first.checked_add(self.queue.len() as u64));
-        self.queue.push_back(staging);
-    }
-
-    fn get_mut(&mut self, index: u64) -> Option<&mut Staging> {
-        let k = usize::try_from(index.checked_sub(self.first)?).ok()?;
-        self.queue.get_mut(k)
-    }
-
-    fn front(&self) -> Option<(u64, &Staging)> {
-        self.queue.front().map(|s| (self.first, s))
-    }
-
-    fn pop_front(&mut self) -> Option<Staging> {
-        let s = self.queue.pop_front()?;
-        self.first += 1;
-        Some(s)
-    }
 }
 
 /// A staged leaf's hash, its fate so far and its search keys (without the index).
@@ -709,7 +672,7 @@ impl<S: Store> AuditLog<S> {
                 next: size,
                 edge,
                 mem,
-                pending: Pending::starting_at(size),
+                pending: VecDeque::new(),
                 unindexed,
                 last: last.map(|(_, c)| c),
                 next_seq,
@@ -814,7 +777,7 @@ impl<S: Store> AuditLog<S> {
             settle: Settle::InFlight,
             keys: p.keys,
         };
-        st.pending.push(index, staging);
+        st.pending.push_back(staging);
         let staged = Staged {
             index: LeafIndex(index),
         };
@@ -901,14 +864,14 @@ impl<S: Store> AuditLog<S> {
 
     fn settle_locked(&self, st: &mut State, staged: Vec<Staged>, how: Settle) {
         for s in staged {
-            if let Some(p) = st.pending.get_mut(s.index.0) {
+            let k = s.index.0.checked_sub(st.edge.size());
+            if let Some(p) = k.and_then(|k| st.pending.get_mut(usize::try_from(k).ok()?)) {
                 p.settle = how;
             }
         }
         // Fold in index order as far as the prefix is settled.
-        // (The front is always the tree's size; the filter only keeps a broken invariant from folding
-        // a leaf at the wrong place.)
-        while let Some((index, p)) = st.pending.front().filter(|(i, _)| *i == st.edge.size()) {
+        while let Some(p) = st.pending.front() {
+            let index = st.edge.size();
             let (hash, settle) = (p.hash, p.settle);
             let lost = match settle {
                 Settle::InFlight => break,
@@ -1153,38 +1116,6 @@ mod tests {
                 assert_eq!(mem.get(0, from - 1), None);
             }
         }
-    }
-
-    #[test]
-    fn pending_leaves_are_found_by_index_and_folded_from_the_front() {
-        let staging = |b: u8| Staging {
-            hash: [b; 32],
-            settle: Settle::InFlight,
-            keys: IndexKeys::default(),
-        };
-        let mut p = Pending::starting_at(7);
-        assert!(p.front().is_none() && p.get_mut(7).is_none());
-        for (i, b) in [(7, 1), (8, 2), (9, 3)] {
-            p.push(i, staging(b));
-        }
-        assert!(p.get_mut(6).is_none() && p.get_mut(10).is_none());
-        if let Some(s) = p.get_mut(9) {
-            s.settle = Settle::Done;
-        }
-        assert_eq!(
-            p.get_mut(9).map(|s| (s.hash[0], s.settle)),
-            Some((3, Settle::Done))
-        );
-        assert_eq!(p.front().map(|(i, s)| (i, s.hash[0])), Some((7, 1)));
-        assert_eq!(p.pop_front().map(|s| s.hash[0]), Some(1));
-        assert_eq!(p.front().map(|(i, s)| (i, s.hash[0])), Some((8, 2)));
-        assert!(p.get_mut(7).is_none());
-        assert_eq!(p.pop_front().map(|s| s.hash[0]), Some(2));
-        assert_eq!(p.pop_front().map(|s| s.hash[0]), Some(3));
-        assert!(p.pop_front().is_none());
-        // Empty again: the next push is index 10.
-        p.push(10, staging(4));
-        assert_eq!(p.front().map(|(i, _)| i), Some(10));
     }
 
     #[test]

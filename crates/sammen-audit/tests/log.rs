@@ -923,6 +923,45 @@ impl Store for Flaky {
 }
 
 #[test]
+fn commits_reported_out_of_order_fold_in_index_order() {
+    // Group commit wakes waiters in any order: the tree grows only over a settled prefix, and its root
+    // is the one of the stored leaves in index order (the checkpoint it signs passes `verify`).
+    let d = dirs();
+    let log = AuditLog::open(
+        SledStore::open(&d.store, &trees::ALL).unwrap(),
+        config(&d.export),
+        key(1),
+    )
+    .unwrap();
+    // A fresh log already holds its `log-created` leaf.
+    let base = log.size();
+    let mut staged: Vec<_> = (0..4u64)
+        .map(|i| {
+            let mut batch = Batch::new();
+            let staged = log.stage(&mut batch, event(i, Event::Accepted)).unwrap();
+            log.store().commit(batch).unwrap();
+            Some(staged)
+        })
+        .collect();
+    assert_eq!(log.size(), base);
+    // Report 2, then 0 (prefix 0 settles), then 3, then 1 (all settle).
+    for (k, grown) in [(2, 0), (0, 1), (3, 1), (1, 4)] {
+        log.committed(staged[k].take().unwrap()).unwrap();
+        assert_eq!(log.size(), base + grown, "after reporting leaf {k}");
+    }
+    log.checkpoint_now().unwrap();
+    let report = verify_store(log.store(), &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+    assert_eq!(report.leaves, base + 4);
+    let ids: Vec<Option<String>> = stored_leaves(log.store())
+        .unwrap()
+        .into_iter()
+        .skip(base as usize)
+        .map(|(_, b)| Leaf::decode(&b).unwrap().message_id)
+        .collect();
+    assert_eq!(ids, (0..4).map(|i| Some(msg_id(i))).collect::<Vec<_>>());
+}
+
+#[test]
 fn failed_batch_becomes_a_lost_write_leaf_and_the_log_stays_contiguous() {
     let d = dirs();
     let flaky = Flaky {
