@@ -891,23 +891,28 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
     let mut result = Ok(());
     'rounds: for r in 0..rounds {
         let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
-        let measured = if a.together {
+        // Per side, in `order`; in turn, a failed side ends the round (the other is not run).
+        let mut measured = [None, None];
+        if a.together {
             let (x, y) = tokio::join!(
                 share_round(&sides[0], &templates, a, n),
                 share_round(&sides[1], &templates, a, n)
             );
-            [x, y]
+            measured = [Some(x), Some(y)];
         } else {
-            let mut m = [
-                Err(anyhow::anyhow!("not run")),
-                Err(anyhow::anyhow!("not run")),
-            ];
             for i in order {
-                m[i] = share_round(&sides[i], &templates, a, n).await;
+                let m = share_round(&sides[i], &templates, a, n).await;
+                let failed = m.is_err();
+                measured[i] = Some(m);
+                if failed {
+                    break;
+                }
             }
-            m
-        };
-        for (i, m) in measured.into_iter().enumerate() {
+        }
+        for i in order {
+            let Some(m) = measured[i].take() else {
+                continue;
+            };
             match m {
                 Ok((m, bg)) => {
                     sides[i].rounds.push(m);
