@@ -11,12 +11,16 @@
 //! - a run of `n ≥ 2` leaves `first..=last`: key = `last` (u64 BE), value = [`RUN`] ‖ `first` (u64 BE) ‖
 //!   `n` × (length (u32 BE) ‖ leaf bytes), nothing after.
 //!
+//! Batches whose group commit is shared are stored as one run ([`Joiner`], a [`sammen_store::Coalesce`]
+//! registered by [`crate::AuditLog::open`]): the accepts of one group write one key, not one each. The
+//! group is one atomic write, so a joined run lands or fails exactly as its parts would have.
+//!
 //! Keying a run by its **last** index means the first key `≥ i` is the entry holding leaf `i`, so a
 //! lookup is one forward seek, and `last(audit_leaves)` still names the log's last leaf. Invariant: the
 //! entries' index ranges are disjoint and, in an intact log, tile `0..size` in key order; anything else
 //! (a malformed run, a count that disagrees with its key, a gap, an overlap) is reported by index.
 
-use sammen_store::{Batch, Store};
+use sammen_store::{Batch, Coalesce, KeyValue, Store};
 
 use crate::error::{AuditError, Finding};
 use crate::store::{decode_u64, trees, u64_key};
@@ -106,6 +110,45 @@ pub fn entries<'a>(key: &[u8], value: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, 
         return Err(EntryError::Malformed);
     }
     Ok(out)
+}
+
+/// Joins the entries of batches that share a group commit into one run ([`Coalesce`] for
+/// `audit_leaves`): an entry continues the one before when its first index follows that one's key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Joiner;
+
+/// First index of a stored entry, without reading its leaves.
+fn first_index(key: &[u8], value: &[u8]) -> Option<u64> {
+    if value.first() == Some(&RUN) {
+        value.get(1..9).and_then(decode_u64)
+    } else {
+        decode_u64(key)
+    }
+}
+
+impl Coalesce for Joiner {
+    fn continues(&self, prev: (&[u8], &[u8]), next: (&[u8], &[u8])) -> bool {
+        let last = decode_u64(prev.0).and_then(|l| l.checked_add(1));
+        last.is_some() && last == first_index(next.0, next.1)
+    }
+
+    /// Every part is read back first: an entry that does not parse is written as it was given, never
+    /// hidden inside a run.
+    fn join(&self, parts: &[(&[u8], &[u8])]) -> Option<KeyValue> {
+        let mut first = None;
+        let mut leaves = Vec::new();
+        for (k, v) in parts {
+            for (i, leaf) in entries(k, v).ok()? {
+                let want = first.map_or(i, |f: u64| f + leaves.len() as u64);
+                if i != want {
+                    return None;
+                }
+                first.get_or_insert(i);
+                leaves.push(leaf.to_vec());
+            }
+        }
+        encode(first?, leaves)
+    }
 }
 
 /// The error for an entry that cannot be read where leaf `index` should be.
@@ -207,6 +250,35 @@ mod tests {
             got,
             vec![(5, &b"\x02a"[..]), (6, &b"{\"v\":1}"[..]), (7, &b""[..])]
         );
+    }
+
+    #[test]
+    fn joined_entries_are_one_run_of_the_same_leaves() {
+        let a = stored(3, &[b"\x02a"]);
+        let b = stored(4, &[b"\x02b", b"\x02c"]);
+        let c = stored(6, &[b"\x02d"]);
+        let parts = [
+            (&a.0[..], &a.1[..]),
+            (&b.0[..], &b.1[..]),
+            (&c.0[..], &c.1[..]),
+        ];
+        assert!(Joiner.continues(parts[0], parts[1]));
+        assert!(Joiner.continues(parts[1], parts[2]));
+        assert!(!Joiner.continues(parts[0], parts[2]));
+        assert!(!Joiner.continues(parts[2], parts[0]));
+        let (k, v) = Joiner.join(&parts).unwrap();
+        assert_eq!(
+            (k.clone(), v.clone()),
+            stored(3, &[b"\x02a", b"\x02b", b"\x02c", b"\x02d"])
+        );
+        assert_eq!(entries(&k, &v).unwrap().len(), 4);
+        // A damaged part or a gap is not joined.
+        let bad = (&b.0[..], &b.1[..b.1.len() - 1]);
+        assert_eq!(Joiner.join(&[parts[0], bad]), None);
+        assert_eq!(Joiner.join(&[parts[0], parts[2]]), None);
+        // The greatest index has no successor.
+        let top = stored(u64::MAX, &[b"\x02z"]);
+        assert!(!Joiner.continues((&top.0, &top.1), parts[0]));
     }
 
     #[test]

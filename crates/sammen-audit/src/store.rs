@@ -53,7 +53,7 @@
 //! the log (every call errs until reopened). A crash while a hole is open leaves it in the store, which
 //! [`AuditLog::open`] refuses ([`AuditError::Gap`]): an operator must look.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -313,26 +313,31 @@ fn postings(leaves: &[(u64, IndexKeys)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let (Some((first, _)), Some((last, _))) = (leaves.first(), leaves.last()) else {
         return Vec::new();
     };
-    let mut lists: BTreeMap<&[u8], Vec<u8>> = BTreeMap::new();
+    // (prefix, index) pairs sorted by prefix: a stable sort keeps each value's indices in leaf order, so
+    // each run of equal prefixes is one posting list. (A map of growing lists cost an allocation per
+    // value and per growth, some 30,000 values a second under load.)
+    let mut pairs: Vec<(&[u8], u64)> = Vec::with_capacity(leaves.len() * 4);
     let (mut earliest, mut latest) = (u64::MAX, 0u64);
     for (i, keys) in leaves {
         if let Some(t) = keys.time_ms {
             earliest = earliest.min(t);
             latest = latest.max(t);
         }
-        for k in keys.prefixes() {
-            lists
-                .entry(k)
-                .or_default()
-                .extend_from_slice(&i.to_be_bytes());
-        }
+        pairs.extend(keys.prefixes().map(|k| (k, *i)));
     }
-    let mut out = Vec::with_capacity(lists.len() + 1);
-    for (prefix, list) in lists {
-        out.push((
-            [&[POSTINGS][..], prefix, &first.to_be_bytes()].concat(),
-            list,
-        ));
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::new();
+    for list in pairs.chunk_by(|a, b| a.0 == b.0) {
+        let prefix = list[0].0;
+        let mut key = Vec::with_capacity(1 + prefix.len() + 8);
+        key.push(POSTINGS);
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(&first.to_be_bytes());
+        let mut value = Vec::with_capacity(list.len() * 8);
+        for (_, i) in list {
+            value.extend_from_slice(&i.to_be_bytes());
+        }
+        out.push((key, value));
     }
     if earliest <= latest {
         let key = [
@@ -595,6 +600,8 @@ impl<S: Store> AuditLog<S> {
     /// missing ([`AuditError::Gap`]), or when `signer` is not the log's current key. A new log gets leaf 0,
     /// [`Event::LogCreated`], naming `signer`'s public key.
     pub fn open(store: S, config: AuditConfig, signer: SigningKey) -> Result<Self, AuditError> {
+        // The runs of batches that share a group commit are stored as one run (one key per group).
+        store.coalesce(trees::LEAVES, std::sync::Arc::new(runs::Joiner))?;
         let nodes_size = match store.get(trees::META, META_NODES_SIZE)? {
             Some(v) => {
                 decode_u64(&v).ok_or_else(|| AuditError::Config("malformed nodes_size".into()))?
@@ -1070,6 +1077,52 @@ impl<S: Store> AuditLog<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn posting_lists_hold_each_values_indices_in_leaf_order_sorted_by_value() {
+        // Leaves 10.. with values repeating at different strides; the lists as a map would build them.
+        let mut leaves = Vec::new();
+        for i in 10..400u64 {
+            let mut k = IndexKeys {
+                time_ms: Some(1_000 + (i * 7919) % 500),
+                ..IndexKeys::default()
+            };
+            k.add(b'm', &format!("msg-{}", i / 3));
+            k.add(b'g', &format!("{}", 5_790_000_000_000 + i % 7));
+            if i % 5 == 0 {
+                k.add(b'p', &format!("{:064}", i % 11));
+            }
+            leaves.push((i, k));
+        }
+        let mut want: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (i, k) in &leaves {
+            for p in k.prefixes() {
+                want.entry([&[POSTINGS][..], p, &10u64.to_be_bytes()].concat())
+                    .or_default()
+                    .extend_from_slice(&i.to_be_bytes());
+            }
+        }
+        let earliest = leaves.iter().filter_map(|l| l.1.time_ms).min().unwrap();
+        let latest = leaves.iter().filter_map(|l| l.1.time_ms).max().unwrap();
+        let time = [
+            &[POSTINGS, b't'][..],
+            &latest.to_be_bytes(),
+            &10u64.to_be_bytes(),
+        ]
+        .concat();
+        let got = postings(&leaves);
+        let (lists, last) = got.split_at(got.len() - 1);
+        assert_eq!(lists.to_vec(), want.into_iter().collect::<Vec<_>>());
+        assert_eq!(
+            last[0],
+            (
+                time,
+                [earliest.to_be_bytes(), 400u64.to_be_bytes()].concat()
+            )
+        );
+        assert!(postings(&[]).is_empty());
+    }
 
     /// The nodes `n` leaves complete, in memory and as a sorted map (what chunks held before).
     fn nodes(from: u64, n: u64) -> (MemNodes, BTreeMap<(u8, u64), Hash>) {

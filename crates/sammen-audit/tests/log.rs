@@ -1031,3 +1031,93 @@ fn logs_with_one_key_per_node_keep_working() {
     let doc = prove_store(&s, &msg_id(1)).unwrap();
     check_proof(&doc, &key(1).verifying_key()).unwrap();
 }
+
+#[test]
+fn runs_of_batches_sharing_a_group_commit_are_stored_as_one_and_verify() {
+    // Writers submitting at once share group commits; their runs are then joined into one key per
+    // group (`runs::Joiner`). The log reads, verifies and proves exactly as with one key per batch.
+    let d = dirs();
+    let log = AuditLog::open(
+        FjallStore::open(&d.store, &trees::ALL).unwrap(),
+        config(&d.export),
+        key(1),
+    )
+    .unwrap();
+    let base = log.size();
+    let (writers, each) = (8u64, 40u64);
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let log = &log;
+            s.spawn(move || {
+                for j in 0..each {
+                    let i = w * each + j;
+                    let mut batch = Batch::new();
+                    batch.put(trees::META, format!("state-{i}").into_bytes(), vec![1]);
+                    let evs = vec![event(i, Event::Received), event(i, Event::Accepted)];
+                    let idx = log.submit(batch, evs).unwrap().wait().unwrap();
+                    assert_eq!(idx.len(), 2);
+                    assert_eq!(idx[1].0, idx[0].0 + 1, "a batch's leaves are contiguous");
+                }
+            });
+        }
+    });
+    log.checkpoint_now().unwrap();
+    let leaves = writers * each * 2;
+    assert_eq!(log.size(), base + leaves);
+    let report = verify_store(log.store(), &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+    assert_eq!(report.leaves, base + leaves);
+    // Every leaf once, in index order, each message's two leaves side by side.
+    let stored = stored_leaves(log.store()).unwrap();
+    assert_eq!(
+        stored.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (0..base + leaves).collect::<Vec<_>>()
+    );
+    for i in 0..writers * each {
+        let at: Vec<u64> = stored
+            .iter()
+            .filter(|(_, b)| Leaf::decode(b).unwrap().message_id == Some(msg_id(i)))
+            .map(|(j, _)| *j)
+            .collect();
+        assert_eq!(at.len(), 2, "message {i}");
+        assert_eq!(at[1], at[0] + 1, "message {i}");
+    }
+    // Fewer keys than batches: some groups carried several writers' runs.
+    let keys = log
+        .store()
+        .keys(trees::LEAVES, &[], None, usize::MAX)
+        .unwrap();
+    let batches = writers * each + base;
+    assert!(
+        (keys.len() as u64) < batches,
+        "{} keys for {batches} batches",
+        keys.len()
+    );
+    // A message's proof from a joined run checks.
+    let doc = prove_store(log.store(), &msg_id(writers * each / 2)).unwrap();
+    check_proof(&doc, &key(1).verifying_key()).unwrap();
+    drop(log);
+    // Tampering inside a joined run is named at its leaf.
+    let store = reopen(&d);
+    let (last, first, run) = store
+        .range(trees::LEAVES, &[], None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, v)| v[0] == 0x80)
+        .map(|(k, _)| {
+            let last = u64::from_be_bytes(k.try_into().unwrap());
+            let (first, run) = read_run(&store, last);
+            (last, first, run)
+        })
+        .find(|(_, _, run)| run.len() > 2)
+        .expect("a joined run");
+    let mut run = run;
+    let n = run[2].len();
+    run[2][n - 1] ^= 1;
+    write_run(&store, first, &run);
+    assert_eq!(first + run.len() as u64 - 1, last);
+    drop(store);
+    match finding(verify_now(&d)) {
+        Finding::BadLeaf { index, .. } => assert_eq!(index, first + 2),
+        other => panic!("{other:?}"),
+    }
+}

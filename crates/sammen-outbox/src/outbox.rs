@@ -706,13 +706,15 @@ impl<S: Store> Outbox<S> {
             } else {
                 Event::Accepted
             };
-            leaves.push(leaf(
-                &meta,
-                first_state,
-                Outcome::Success,
-                meta.received,
-                Some(sha_bytes),
-            ));
+            if self.audit.is_some() {
+                leaves.push(leaf(
+                    &meta,
+                    first_state,
+                    Outcome::Success,
+                    meta.received,
+                    Some(sha_bytes),
+                ));
+            }
             let mut status = Status {
                 id,
                 sha256,

@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{Batch, KeyValue, MergedGroup, Op, Store, StoreError};
+use crate::{Batch, Coalesce, KeyValue, MergedGroup, Op, Store, StoreError};
 
 /// At most this many batches share one sync.
 pub const MAX_GROUP_BATCHES: usize = 1024;
@@ -76,6 +76,8 @@ struct Shared<B> {
     /// memtable by memtable, and even through a snapshot tore reads across trees while a memtable
     /// rotated (4-6 in 100,000). Not held during the sync, so readers wait microseconds, not a sync.
     gate: RwLock<()>,
+    /// Per tree (same index as `trees`): the joiner of its continuing puts, if any ([`Store::coalesce`]).
+    joiners: RwLock<Vec<Option<Arc<dyn Coalesce>>>>,
     groups: AtomicU64,
     batches: AtomicU64,
 }
@@ -135,13 +137,22 @@ impl<B: Backend> Shared<B> {
         }
     }
 
-    fn merge<'a>(&self, jobs: &'a [Job]) -> Result<MergedGroup<'a>, StoreError> {
+    fn merge<'a>(
+        &self,
+        jobs: &'a [Job],
+        joined: &'a Joined<'a>,
+    ) -> Result<MergedGroup<'a>, StoreError> {
         let mut merged: MergedGroup<'a> = vec![BTreeMap::new(); self.trees.len()];
         for job in jobs {
             for op in job.batch.ops() {
                 match op {
                     Op::Put { tree, key, value } => {
-                        merged[self.tree(tree)?].insert(key.as_slice(), Some(value.as_slice()));
+                        let t = self.tree(tree)?;
+                        if joined.replaced.is_empty()
+                            || !joined.replaced.contains(&(t, key.as_slice()))
+                        {
+                            merged[t].insert(key.as_slice(), Some(value.as_slice()));
+                        }
                     }
                     Op::Delete { tree, key } => {
                         merged[self.tree(tree)?].insert(key.as_slice(), None);
@@ -149,13 +160,66 @@ impl<B: Backend> Shared<B> {
                 }
             }
         }
+        for (t, (key, value)) in &joined.puts {
+            merged[*t].insert(key.as_slice(), Some(value.as_slice()));
+        }
         Ok(merged)
+    }
+
+    /// The joined puts of trees with a [`Coalesce`] joiner: each maximal chain of puts that continue
+    /// each other becomes one put. A tree is left as it is in a group that also deletes in it or puts one
+    /// key twice (joining would change which write wins), and so is a chain its joiner declines.
+    fn join<'a>(&self, jobs: &'a [Job]) -> Joined<'a> {
+        let mut out = Joined::default();
+        let joiners = self.joiners.read().unwrap_or_else(|p| p.into_inner());
+        if joiners.iter().all(Option::is_none) {
+            return out;
+        }
+        for (t, joiner) in joiners.iter().enumerate() {
+            let Some(joiner) = joiner else { continue };
+            let mut puts: Vec<(&'a [u8], &'a [u8])> = Vec::new();
+            let mut plain = false;
+            for op in jobs.iter().flat_map(|j| j.batch.ops()) {
+                match op {
+                    Op::Put { tree, key, value } if self.tree(tree).ok() == Some(t) => {
+                        puts.push((key.as_slice(), value.as_slice()));
+                    }
+                    Op::Delete { tree, .. } if self.tree(tree).ok() == Some(t) => plain = true,
+                    _ => {}
+                }
+            }
+            if plain || puts.len() < 2 {
+                continue;
+            }
+            let mut keys: Vec<&[u8]> = puts.iter().map(|p| p.0).collect();
+            keys.sort_unstable();
+            if keys.windows(2).any(|w| w[0] == w[1]) {
+                continue;
+            }
+            let mut start = 0;
+            for end in 1..=puts.len() {
+                if end < puts.len() && joiner.continues(puts[end - 1], puts[end]) {
+                    continue;
+                }
+                let chain = &puts[start..end];
+                start = end;
+                if chain.len() < 2 {
+                    continue;
+                }
+                if let Some(kv) = joiner.join(chain) {
+                    out.replaced.extend(chain.iter().map(|p| (t, p.0)));
+                    out.puts.push((t, kv));
+                }
+            }
+        }
+        out
     }
 
     /// Apply and sync one group; on success, how long its phases took.
     fn apply(&self, jobs: &[Job]) -> Result<GroupTimes, StoreError> {
         let t0 = Instant::now();
-        let merged = self.merge(jobs)?;
+        let joined = self.join(jobs);
+        let merged = self.merge(jobs, &joined)?;
         let engine = self.engine()?;
         let t1 = Instant::now();
         catch_unwind(AssertUnwindSafe(|| {
@@ -174,6 +238,15 @@ impl<B: Backend> Shared<B> {
         }))
         .unwrap_or_else(|_| Err(panicked(B::NAME, "commit")))
     }
+}
+
+/// The puts a group's joiners made ([`Shared::join`]), and the parts they replace.
+#[derive(Default)]
+struct Joined<'a> {
+    /// (tree index, joined put).
+    puts: Vec<(usize, KeyValue)>,
+    /// (tree index, key) of every put written as part of a joined one instead.
+    replaced: std::collections::HashSet<(usize, &'a [u8])>,
 }
 
 /// Where one group commit's time went.
@@ -267,6 +340,7 @@ impl<B: Backend> GroupStore<B> {
             trees: trees.to_vec(),
             engine: RwLock::new(None),
             gate: RwLock::new(()),
+            joiners: RwLock::new(vec![None; trees.len()]),
             groups: AtomicU64::new(0),
             batches: AtomicU64::new(0),
         });
@@ -399,11 +473,198 @@ impl<B: Backend> Store for GroupStore<B> {
             .map_err(|_| StoreError::Closed)?;
         Ok(Ticket { rx })
     }
+
+    fn coalesce(&self, tree: &str, joiner: Arc<dyn Coalesce>) -> Result<(), StoreError> {
+        let t = self.shared.tree(tree)?;
+        let mut joiners = self
+            .shared
+            .joiners
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = joiners.get_mut(t) {
+            *slot = Some(joiner);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Test entries: key = last index (u64 BE), value = first index (u64 BE) ‖ one byte per index.
+    struct Spans;
+
+    fn span(first: u64, body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let last = first + body.len() as u64 - 1;
+        (
+            last.to_be_bytes().to_vec(),
+            [&first.to_be_bytes()[..], body].concat(),
+        )
+    }
+
+    fn bounds(kv: (&[u8], &[u8])) -> Option<(u64, u64)> {
+        let last = u64::from_be_bytes(kv.0.try_into().ok()?);
+        let first = u64::from_be_bytes(kv.1.get(..8)?.try_into().ok()?);
+        Some((first, last))
+    }
+
+    impl Coalesce for Spans {
+        fn continues(&self, prev: (&[u8], &[u8]), next: (&[u8], &[u8])) -> bool {
+            matches!((bounds(prev), bounds(next)), (Some((_, l)), Some((f, _))) if l + 1 == f)
+        }
+        fn join(&self, parts: &[(&[u8], &[u8])]) -> Option<KeyValue> {
+            // Declines chains holding a `!`, as a joiner that cannot read a part would.
+            if parts.iter().any(|p| p.1[8..].contains(&b'!')) {
+                return None;
+            }
+            let (first, _) = bounds(parts[0])?;
+            let body: Vec<u8> = parts.iter().flat_map(|p| p.1[8..].to_vec()).collect();
+            Some(span(first, &body))
+        }
+    }
+
+    fn shared(trees: &[&'static str]) -> Shared<crate::FjallBackend> {
+        Shared {
+            path: PathBuf::new(),
+            trees: trees.to_vec(),
+            engine: RwLock::new(None),
+            gate: RwLock::new(()),
+            joiners: RwLock::new(vec![None; trees.len()]),
+            groups: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+        }
+    }
+
+    fn job(ops: &[(&'static str, Option<(Vec<u8>, Vec<u8>)>)]) -> Job {
+        let mut batch = Batch::new();
+        for (tree, op) in ops {
+            match op {
+                Some((k, v)) => batch.put(tree, k.clone(), v.clone()),
+                None => batch.delete(tree, b"gone".to_vec()),
+            }
+        }
+        Job {
+            batch,
+            reply: mpsc::sync_channel(1).0,
+        }
+    }
+
+    /// The group as the engine would get it, values of tree `t` decoded as spans.
+    fn written(
+        s: &Shared<crate::FjallBackend>,
+        jobs: &[Job],
+        t: usize,
+    ) -> Vec<(u64, u64, Vec<u8>)> {
+        let joined = s.join(jobs);
+        let merged = s.merge(jobs, &joined).unwrap();
+        merged[t]
+            .iter()
+            .filter_map(|(k, v)| {
+                let v = (*v)?;
+                let (f, l) = bounds((k, v))?;
+                Some((f, l, v[8..].to_vec()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn continuing_puts_of_a_group_are_joined_and_the_rest_left_alone() {
+        let s = shared(&["log", "other"]);
+        s.joiners.write().unwrap()[0] = Some(Arc::new(Spans));
+        let jobs = vec![
+            job(&[
+                ("log", Some(span(0, b"ab"))),
+                ("other", Some(span(0, b"x"))),
+            ]),
+            job(&[("log", Some(span(2, b"c")))]),
+            job(&[("other", Some(span(1, b"y")))]),
+            job(&[("log", Some(span(3, b"de")))]),
+            // A gap: a chain of its own.
+            job(&[("log", Some(span(7, b"h")))]),
+            job(&[("log", Some(span(8, b"ij")))]),
+            // Alone after a gap: as it is.
+            job(&[("log", Some(span(20, b"z")))]),
+        ];
+        assert_eq!(
+            written(&s, &jobs, 0),
+            vec![
+                (0, 4, b"abcde".to_vec()),
+                (7, 9, b"hij".to_vec()),
+                (20, 20, b"z".to_vec())
+            ]
+        );
+        // A tree without a joiner keeps one put per key.
+        assert_eq!(
+            written(&s, &jobs, 1),
+            vec![(0, 0, b"x".to_vec()), (1, 1, b"y".to_vec())]
+        );
+    }
+
+    #[test]
+    fn no_joining_with_a_delete_a_repeated_key_or_a_declined_chain() {
+        let s = shared(&["log"]);
+        s.joiners.write().unwrap()[0] = Some(Arc::new(Spans));
+        let parts = |jobs: &[Job]| written(&s, jobs, 0).len();
+        // A delete in the tree: which write wins would change.
+        let jobs = vec![
+            job(&[("log", Some(span(0, b"a")))]),
+            job(&[("log", None)]),
+            job(&[("log", Some(span(1, b"b")))]),
+        ];
+        assert_eq!(parts(&jobs), 2);
+        // One key put twice: the later write must win, as without a joiner.
+        let jobs = vec![
+            job(&[("log", Some(span(0, b"a")))]),
+            job(&[("log", Some(span(1, b"b")))]),
+            job(&[("log", Some(span(1, b"c")))]),
+        ];
+        assert_eq!(
+            written(&s, &jobs, 0),
+            vec![(0, 0, b"a".to_vec()), (1, 1, b"c".to_vec())]
+        );
+        // The joiner declines: the parts are written as they are.
+        let jobs = vec![
+            job(&[("log", Some(span(0, b"a")))]),
+            job(&[("log", Some(span(1, b"!")))]),
+        ];
+        assert_eq!(parts(&jobs), 2);
+    }
+
+    #[test]
+    fn a_held_committer_joins_the_writers_queued_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::FjallStore::open(dir.path(), &["log"]).unwrap();
+        store.coalesce("log", Arc::new(Spans)).unwrap();
+        assert!(store.coalesce("nope", Arc::new(Spans)).is_err());
+        // Readers hold the gate the committer needs to apply a group: ten writers queue up meanwhile.
+        let gate = store.shared.gate.read().unwrap();
+        let tickets: Vec<Ticket> = (0..10u64)
+            .map(|i| {
+                let mut b = Batch::new();
+                let (k, v) = span(i, &[b'a' + i as u8]);
+                b.put("log", k, v);
+                store.submit(b).unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(gate);
+        for t in tickets {
+            t.wait().unwrap();
+        }
+        let rows = store.range("log", &[], None, 100).unwrap();
+        // At most the group the committer held plus one for the rest.
+        assert!(
+            rows.len() <= 2,
+            "{} keys for 10 continuing puts",
+            rows.len()
+        );
+        let body: Vec<u8> = rows.iter().flat_map(|(_, v)| v[8..].to_vec()).collect();
+        assert_eq!(body, b"abcdefghij");
+        assert_eq!(bounds((&rows[0].0, &rows[0].1)).unwrap().0, 0);
+        assert_eq!(rows.last().unwrap().0, 9u64.to_be_bytes());
+    }
 
     fn took(ms: u64) -> GroupTimes {
         GroupTimes {

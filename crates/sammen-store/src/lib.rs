@@ -18,7 +18,9 @@
 //! [`MAX_GROUP_BATCHES`] / [`MAX_GROUP_BYTES`]), merges them in arrival order (a later write to a key wins),
 //! writes the group as **one atomic engine write**, syncs **once**, and then answers every writer of the group
 //! with the same result. So a failed write or sync fails every waiter of that group, and batches submitted
-//! in order are applied in order (the outbox relies on that for its per-receiver sequence).
+//! in order are applied in order (the outbox relies on that for its per-receiver sequence). Puts to a tree
+//! with a [`Coalesce`] joiner that continue each other within one group are written as one put (the audit
+//! log's leaf runs: one key per group instead of one per writer).
 //!
 //! ## Durability per backend
 //! - [`SledStore`] (sled 0.34.7): sled's `flush()` commits its log with `sync_file_range` (see
@@ -218,6 +220,21 @@ impl Batch {
 /// Borrowed from the batches: merging copies no key or value (payloads are KiBs each).
 pub type MergedGroup<'a> = Vec<BTreeMap<&'a [u8], Option<&'a [u8]>>>;
 
+/// Joins puts to one tree that continue each other into one put, when they land in the same group
+/// commit (see [`Store::coalesce`]).
+///
+/// Why: every key is a journal item and a memtable insert on the committer thread, the one thread every
+/// writer waits for; an append-only log whose writers each put one entry (the audit log's leaf runs)
+/// can store a whole group's entries under one key instead. The engine writes the joined put in place
+/// of its parts, in the same atomic group: what is stored is the same, only fewer keys hold it.
+pub trait Coalesce: Send + Sync + 'static {
+    /// Whether the put `next` continues `prev` (the tree's put just before it in the group).
+    fn continues(&self, prev: (&[u8], &[u8]), next: (&[u8], &[u8])) -> bool;
+    /// One put storing exactly what `parts` (two or more, each continuing the one before) store, or
+    /// `None` to write them as they are.
+    fn join(&self, parts: &[(&[u8], &[u8])]) -> Option<KeyValue>;
+}
+
 /// The narrow storage interface the outbox needs.
 pub trait Store: Send + Sync + 'static {
     /// Engine name, for logs and metrics (`sled` or `fjall`).
@@ -272,6 +289,13 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         self.submit(batch)?.wait()
     }
+
+    /// From now on, join puts to `tree` that continue each other within one group commit ([`Coalesce`]).
+    /// A layout optimisation only: a store may ignore it (this default does) and write every put as given.
+    fn coalesce(&self, tree: &str, joiner: std::sync::Arc<dyn Coalesce>) -> Result<(), StoreError> {
+        let _ = (tree, joiner);
+        Ok(())
+    }
 }
 
 macro_rules! forward_store {
@@ -308,6 +332,13 @@ macro_rules! forward_store {
             fn submit(&self, batch: Batch) -> Result<Ticket, StoreError> {
                 (**self).submit(batch)
             }
+            fn coalesce(
+                &self,
+                tree: &str,
+                joiner: std::sync::Arc<dyn Coalesce>,
+            ) -> Result<(), StoreError> {
+                (**self).coalesce(tree, joiner)
+            }
         }
     };
 }
@@ -343,6 +374,9 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn submit(&self, batch: Batch) -> Result<Ticket, StoreError> {
         (**self).submit(batch)
+    }
+    fn coalesce(&self, tree: &str, joiner: std::sync::Arc<dyn Coalesce>) -> Result<(), StoreError> {
+        (**self).coalesce(tree, joiner)
     }
 }
 
