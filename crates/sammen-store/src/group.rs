@@ -537,7 +537,10 @@ mod tests {
         }
     }
 
-    fn job(ops: &[(&'static str, Option<(Vec<u8>, Vec<u8>)>)]) -> Job {
+    /// A test write: a put, or (`None`) a delete.
+    type TestOp = (&'static str, Option<KeyValue>);
+
+    fn job(ops: &[TestOp]) -> Job {
         let mut batch = Batch::new();
         for (tree, op) in ops {
             match op {
