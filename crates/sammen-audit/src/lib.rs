@@ -29,8 +29,9 @@
 //!   last checkpoint from the leaves.
 //!
 //! ## Invariants
-//! - Leaf `i` is stored under index `i`, or inside the run of its batch keyed by the run's last index
-//!   (one key per batch, see [`runs`]); indices are contiguous from 0; leaf 0 is `log-created`.
+//! - Leaf `i` is stored under index `i`, or inside a run keyed by the run's last index: the run of its
+//!   batch, or of all the batches its group commit joined (one key per group, see [`runs`]); indices are
+//!   contiguous from 0; leaf 0 is `log-created`.
 //! - A leaf is written in the same store batch as the state change it records ([`AuditLog::stage`] /
 //!   [`AuditLog::submit`]); the in-memory tree takes leaves only after their batch is durable, in index
 //!   order (see [`store`] for failed batches).

@@ -4,7 +4,7 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `audit_leaves` | index (u64 BE) | canonical leaf bytes ([`crate::leaf`]): a batch's only leaf |
-//! | `audit_leaves` | last index of the run (u64 BE) | the leaves of a batch of several ([`crate::runs`]) |
+//! | `audit_leaves` | last index of the run (u64 BE) | the leaves of a batch of several, or of the batches one group commit joined ([`crate::runs`]) |
 //! | `audit_nodes` | `0xff` ‖ end (u64 BE) | node chunk: start (u64 BE) ‖ entries `level (u8) ‖ index (u64 BE) ‖ hash (32)`, sorted by (level, index) |
 //! | `audit_nodes` | level (u8) ‖ index (u64 BE) | 32-byte hash of that perfect subtree (older logs) |
 //! | `audit_checkpoints` | seq (u64 BE) | signed checkpoint note text |

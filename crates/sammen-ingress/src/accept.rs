@@ -278,8 +278,6 @@ pub(crate) async fn post_message(
         return answer::invalid(&report);
     }
     let response = response.flatten();
-    // For a refusal's leaves after `to_request` consumed the report.
-    let report_for_leaves = ing.outbox.audit().map(|_| report.clone());
     // For the audit leaf: the patient is only ever stored as a keyed hash, the certificate by fingerprint.
     let audit = AcceptAudit::default()
         .patient(report.patient.clone())
@@ -287,10 +285,12 @@ pub(crate) async fn post_message(
         .received(true);
     let req = match to_request(&ing, report, bytes.to_vec()) {
         Ok(r) => r,
+        // The report comes back as it was, plus the refusal: its ids and parties make the leaves. (It
+        // was cloned for every accept, in case of this, while the audit was on.)
         Err(report) => {
             obs.invalid(&report);
             let ev = leaves::rejected(&report);
-            leaves::refused(&ing, report_for_leaves.as_ref(), &bytes, fp, ev).await;
+            leaves::refused(&ing, Some(&report), &bytes, fp, ev).await;
             return answer::invalid(&report);
         }
     };

@@ -819,6 +819,11 @@ async fn ingress_events_leave_audit_leaves_without_personal_data() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Valid, but for a receiver this broker does not serve: refused after validation (422).
+    let (unrouted_id, unrouted) = fresh_fhir(HN, HN_MSG, HN_BUNDLE);
+    let unrouted = replace(&unrouted, MUNI, "5790000000012");
+    let (code, v) = env.post(&h, unrouted).await;
+    assert_eq!(code, 422, "{v}");
     // An unregistered certificate (403 before anything is read).
     let (code, v) = env.post(&s, hn.clone()).await;
     assert_eq!(
@@ -834,6 +839,13 @@ async fn ingress_events_leave_audit_leaves_without_personal_data() {
     assert_eq!(
         kinds_for(&env, &bad_id),
         ["received".to_owned(), format!("rejected:{first_code}")]
+    );
+    assert_eq!(
+        kinds_for(&env, &unrouted_id),
+        [
+            "received".to_owned(),
+            format!("rejected:{}", sammen_ingress::UNKNOWN_RECEIVER)
+        ]
     );
     let (leaves, raw) = audit_data(&env);
     let cert_refusals: Vec<&Leaf> = leaves

@@ -176,15 +176,17 @@ impl<B: Backend> Shared<B> {
             return out;
         }
         for (t, joiner) in joiners.iter().enumerate() {
-            let Some(joiner) = joiner else { continue };
+            let (Some(joiner), Some(name)) = (joiner, self.trees.get(t)) else {
+                continue;
+            };
             let mut puts: Vec<(&'a [u8], &'a [u8])> = Vec::new();
             let mut plain = false;
             for op in jobs.iter().flat_map(|j| j.batch.ops()) {
                 match op {
-                    Op::Put { tree, key, value } if self.tree(tree).ok() == Some(t) => {
+                    Op::Put { tree, key, value } if tree == name => {
                         puts.push((key.as_slice(), value.as_slice()));
                     }
-                    Op::Delete { tree, .. } if self.tree(tree).ok() == Some(t) => plain = true,
+                    Op::Delete { tree, .. } if tree == name => plain = true,
                     _ => {}
                 }
             }
