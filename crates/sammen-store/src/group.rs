@@ -83,6 +83,19 @@ struct Shared<B> {
 }
 
 impl<B: Backend> Shared<B> {
+    /// Not yet opened: the engine opens at first use.
+    fn new(path: PathBuf, trees: &[&'static str]) -> Self {
+        Shared {
+            path,
+            trees: trees.to_vec(),
+            engine: RwLock::new(None),
+            gate: RwLock::new(()),
+            joiners: RwLock::new(vec![None; trees.len()]),
+            groups: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+        }
+    }
+
     fn tree(&self, name: &str) -> Result<usize, StoreError> {
         self.trees
             .iter()
@@ -337,15 +350,7 @@ impl<B: Backend> std::fmt::Debug for GroupStore<B> {
 impl<B: Backend> GroupStore<B> {
     /// Open or create the store at `path` with exactly these trees.
     pub fn open(path: impl AsRef<Path>, trees: &[&'static str]) -> Result<Self, StoreError> {
-        let shared = Arc::new(Shared {
-            path: path.as_ref().to_path_buf(),
-            trees: trees.to_vec(),
-            engine: RwLock::new(None),
-            gate: RwLock::new(()),
-            joiners: RwLock::new(vec![None; trees.len()]),
-            groups: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(path.as_ref().to_path_buf(), trees));
         shared.engine()?;
         let (tx, rx) = mpsc::channel::<Job>();
         let worker = Arc::clone(&shared);
@@ -528,15 +533,7 @@ mod tests {
     }
 
     fn shared(trees: &[&'static str]) -> Shared<crate::FjallBackend> {
-        Shared {
-            path: PathBuf::new(),
-            trees: trees.to_vec(),
-            engine: RwLock::new(None),
-            gate: RwLock::new(()),
-            joiners: RwLock::new(vec![None; trees.len()]),
-            groups: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-        }
+        Shared::new(PathBuf::new(), trees)
     }
 
     /// A test write: a put, or (`None`) a delete.

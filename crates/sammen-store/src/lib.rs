@@ -48,6 +48,8 @@
 //!   8 MiB memtables), every read holds a gate the committer takes while it applies a group (not while it
 //!   syncs). Tested by `*_readers_never_see_half_a_group`, whose writes rotate fjall's memtables.
 //! - A writer is answered only after the sync that covers its batch has returned.
+//! - A joined put ([`Coalesce`]) replaces its parts inside their one group: a reader sees the parts' data
+//!   under the joined key or, where the joiner declined, the parts themselves; never both, never half.
 //! - Data written by a group becomes visible to readers just before its sync: a reader may observe a batch
 //!   whose writer is still waiting (and which a crash at that instant would lose). Callers must not tell
 //!   the outside world about data from such a read as if it were promised (the outbox's relay may publish
