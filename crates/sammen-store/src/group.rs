@@ -233,7 +233,9 @@ impl<B: Backend> Shared<B> {
     /// Apply and sync one group; on success, how long its phases took.
     fn apply(&self, jobs: &[Job]) -> Result<GroupTimes, StoreError> {
         let t0 = Instant::now();
-        let joined = self.join(jobs);
+        // A joiner is an optimisation: should one panic, the group is written as given, and the
+        // committer (every writer's) lives on.
+        let joined = catch_unwind(AssertUnwindSafe(|| self.join(jobs))).unwrap_or_default();
         let merged = self.merge(jobs, &joined)?;
         let engine = self.engine()?;
         let t1 = Instant::now();
@@ -632,6 +634,42 @@ mod tests {
             job(&[("log", Some(span(1, b"!")))]),
         ];
         assert_eq!(parts(&jobs), 2);
+    }
+
+    /// A joiner that panics.
+    struct Broken;
+
+    impl Coalesce for Broken {
+        fn continues(&self, _: (&[u8], &[u8]), _: (&[u8], &[u8])) -> bool {
+            true
+        }
+        fn join(&self, _: &[(&[u8], &[u8])]) -> Option<KeyValue> {
+            panic!("a broken joiner")
+        }
+    }
+
+    #[test]
+    fn a_panicking_joiner_leaves_the_group_as_given_and_the_committer_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::FjallStore::open(dir.path(), &["log"]).unwrap();
+        store.coalesce("log", Arc::new(Broken)).unwrap();
+        for round in 0..2u64 {
+            let gate = store.shared.gate.read().unwrap();
+            let tickets: Vec<Ticket> = (0..4u64)
+                .map(|i| {
+                    let mut b = Batch::new();
+                    let (k, v) = span(round * 4 + i, b"x");
+                    b.put("log", k, v);
+                    store.submit(b).unwrap()
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(20));
+            drop(gate);
+            for t in tickets {
+                t.wait().unwrap();
+            }
+        }
+        assert_eq!(store.range("log", &[], None, 100).unwrap().len(), 8);
     }
 
     #[test]
