@@ -77,9 +77,22 @@ pub fn encode(first: u64, leaves: Vec<Vec<u8>>) -> Option<(Vec<u8>, Vec<u8>)> {
 
 /// The leaves a stored entry holds, as (index, bytes), in index order.
 pub fn entries<'a>(key: &[u8], value: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, EntryError> {
+    let mut out = Vec::new();
+    walk(key, value, |i, leaf| out.push((i, leaf)))?;
+    Ok(out)
+}
+
+/// Checks a stored entry and hands `f` each (index, leaf bytes) in order; the indices `(first, last)`
+/// it holds. The one reader of the layout: [`entries`] collects, [`Joiner`] only checks.
+fn walk<'a>(
+    key: &[u8],
+    value: &'a [u8],
+    mut f: impl FnMut(u64, &'a [u8]),
+) -> Result<(u64, u64), EntryError> {
     let last = decode_u64(key).ok_or(EntryError::Key)?;
     if value.first() != Some(&RUN) {
-        return Ok(vec![(last, value)]);
+        f(last, value);
+        return Ok((last, last));
     }
     let first = value
         .get(1..9)
@@ -88,7 +101,6 @@ pub fn entries<'a>(key: &[u8], value: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, 
     if first >= last {
         return Err(EntryError::Malformed);
     }
-    let mut out = Vec::new();
     let mut rest = &value[9..];
     let mut i = first;
     loop {
@@ -98,7 +110,7 @@ pub fn entries<'a>(key: &[u8], value: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, 
             .map(u32::from_be_bytes)
             .ok_or(EntryError::Malformed)? as usize;
         let leaf = rest.get(4..4 + len).ok_or(EntryError::Malformed)?;
-        out.push((i, leaf));
+        f(i, leaf);
         rest = &rest[4 + len..];
         if i == last {
             break;
@@ -109,7 +121,7 @@ pub fn entries<'a>(key: &[u8], value: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, 
     if !rest.is_empty() {
         return Err(EntryError::Malformed);
     }
-    Ok(out)
+    Ok((first, last))
 }
 
 /// Joins the entries of batches that share a group commit into one run ([`Coalesce`] for
@@ -139,13 +151,14 @@ impl Coalesce for Joiner {
         if parts.len() < 2 {
             return None;
         }
-        let mut prev_last: Option<u64> = None;
+        let (mut start, mut prev_last): (Option<u64>, Option<u64>) = (None, None);
         let mut size = 9;
         for (k, v) in parts {
-            let (first, last) = span(k, v)?;
+            let (first, last) = walk(k, v, |_, _| {}).ok()?;
             if prev_last.is_some_and(|l| l.checked_add(1) != Some(first)) {
                 return None;
             }
+            start.get_or_insert(first);
             prev_last = Some(last);
             size += if v.first() == Some(&RUN) {
                 v.len() - 9
@@ -153,8 +166,7 @@ impl Coalesce for Joiner {
                 4 + v.len()
             };
         }
-        let ((k0, v0), (last_key, _)) = (parts.first()?, parts.last()?);
-        let first = first_index(k0, v0)?;
+        let ((last_key, _), first) = (parts.last()?, start?);
         let mut out = Vec::with_capacity(size);
         out.push(RUN);
         out.extend_from_slice(&first.to_be_bytes());
@@ -169,26 +181,6 @@ impl Coalesce for Joiner {
         }
         Some((last_key.to_vec(), out))
     }
-}
-
-/// The indices `(first, last)` a stored entry holds, if it is well formed ([`entries`] without
-/// collecting the leaves).
-fn span(key: &[u8], value: &[u8]) -> Option<(u64, u64)> {
-    let last = decode_u64(key)?;
-    if value.first() != Some(&RUN) {
-        return Some((last, last));
-    }
-    let first = value.get(1..9).and_then(decode_u64)?;
-    if first >= last {
-        return None;
-    }
-    let (mut rest, mut n) = (value.get(9..)?, 0u64);
-    while !rest.is_empty() {
-        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        rest = rest.get(4..)?.get(len..)?;
-        n += 1;
-    }
-    (n == last - first + 1).then_some((first, last))
 }
 
 /// The error for an entry that cannot be read where leaf `index` should be.

@@ -648,26 +648,32 @@ mod tests {
         }
     }
 
+    /// One writer per `(index, byte)`, each a one-index span in `log`, all queued while a reader holds
+    /// the gate the committer needs to apply a group; then released, and every writer answered.
+    fn put_behind_the_gate(store: &crate::FjallStore, puts: impl Iterator<Item = (u64, u8)>) {
+        let gate = store.shared.gate.read().unwrap();
+        let tickets: Vec<Ticket> = puts
+            .map(|(i, byte)| {
+                let mut b = Batch::new();
+                let (k, v) = span(i, &[byte]);
+                b.put("log", k, v);
+                store.submit(b).unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(gate);
+        for t in tickets {
+            t.wait().unwrap();
+        }
+    }
+
     #[test]
     fn a_panicking_joiner_leaves_the_group_as_given_and_the_committer_alive() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::FjallStore::open(dir.path(), &["log"]).unwrap();
         store.coalesce("log", Arc::new(Broken)).unwrap();
         for round in 0..2u64 {
-            let gate = store.shared.gate.read().unwrap();
-            let tickets: Vec<Ticket> = (0..4u64)
-                .map(|i| {
-                    let mut b = Batch::new();
-                    let (k, v) = span(round * 4 + i, b"x");
-                    b.put("log", k, v);
-                    store.submit(b).unwrap()
-                })
-                .collect();
-            std::thread::sleep(Duration::from_millis(20));
-            drop(gate);
-            for t in tickets {
-                t.wait().unwrap();
-            }
+            put_behind_the_gate(&store, (0..4).map(|i| (round * 4 + i, b'x')));
         }
         assert_eq!(store.range("log", &[], None, 100).unwrap().len(), 8);
     }
@@ -678,21 +684,7 @@ mod tests {
         let store = crate::FjallStore::open(dir.path(), &["log"]).unwrap();
         store.coalesce("log", Arc::new(Spans)).unwrap();
         assert!(store.coalesce("nope", Arc::new(Spans)).is_err());
-        // Readers hold the gate the committer needs to apply a group: ten writers queue up meanwhile.
-        let gate = store.shared.gate.read().unwrap();
-        let tickets: Vec<Ticket> = (0..10u64)
-            .map(|i| {
-                let mut b = Batch::new();
-                let (k, v) = span(i, &[b'a' + i as u8]);
-                b.put("log", k, v);
-                store.submit(b).unwrap()
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(50));
-        drop(gate);
-        for t in tickets {
-            t.wait().unwrap();
-        }
+        put_behind_the_gate(&store, (0..10).map(|i| (i, b'a' + i as u8)));
         let rows = store.range("log", &[], None, 100).unwrap();
         // At most the group the committer held plus one for the rest.
         assert!(
