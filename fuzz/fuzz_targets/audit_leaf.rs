@@ -1,5 +1,6 @@
-//! Fuzz the audit leaf decoder (both encodings: version-1 JSON, version-2 binary): it must never panic,
-//! and a leaf it accepts must re-encode to exactly the input (canonical: one byte string per event).
+//! Fuzz the audit leaf decoder (every encoding: version-1 JSON, version-2 and version-3 binary): it must
+//! never panic, and a leaf it accepts must re-encode to exactly the input (canonical: one byte string per
+//! event).
 //! Also the stored-entry parser (`runs`: a batch's leaves under one key), with the first 8 bytes as the
 //! key: never a panic, and an entry it reads must encode back to the same key and value. And the group
 //! commit's joiner (`runs::Joiner`): an entry joins with the leaf after it exactly when `entries` reads

@@ -1,4 +1,4 @@
-//! Leaf encoding version 2: compact binary.
+//! Leaf encodings version 3 (written today) and 2: compact binary.
 //!
 //! Why: the log is kept for good, three leaves per message, and every byte of a leaf is also copied into
 //! the journal, a memtable, a flushed table and later compactions on the accept path. Version 1 JSON
@@ -12,12 +12,17 @@
 //! ## Layout
 //! | part | bytes |
 //! |---|---|
-//! | version | `0x02` |
+//! | version | `0x03` (`0x02`: older logs) |
 //! | time_ms | u64 BE |
 //! | outcome | u8, the ATNA code (0, 4, 8, 12) |
 //! | event | u8 kind ([`kind_code`]), then the kind's fields (below) |
 //! | present | u16 BE, a bit per optional field in this order: message id, Bundle id, family, event code, sender, receiver, certificate fingerprint, payload SHA-256, patient |
 //! | fields | each present field in that order |
+//!
+//! The message id and the Bundle id (version 3) are a u8 form: `0` and 16 raw bytes when the value is a
+//! UUID in canonical text (lower-case, hyphenated; MedCom's FHIR ids), `1` and a string otherwise
+//! (OIOXML letter ids). Why: the two ids were 74 of a FHIR message leaf's ~130 bytes, in a log kept for
+//! good. Version 2 writes both as strings; its leaves keep their bytes and hashes.
 //!
 //! A string is a LEB128 length (at most 5 bytes, minimal) and UTF-8. A family is its stable name as a
 //! string. A party is a u8 (bit 0 GLN, bit 1 SOR) and those strings. The three hash fields
@@ -28,15 +33,17 @@
 //! string; `key-rotation` two strings. Nothing may follow the last field.
 //!
 //! Canonical: [`crate::Leaf::decode`] re-encodes and refuses bytes that differ (a longer length
-//! encoding, a hash in string form that fits the raw form, unknown bits), so one event has one byte
-//! string and one leaf hash.
+//! encoding, a hash or id in string form that fits the raw form, unknown bits), so one event has one
+//! byte string per version and one leaf hash.
 
 use sammen_model::{AckCode, Family, Party};
 
 use crate::leaf::{hex, Event, Leaf, LeafDecodeError, Outcome};
 
-/// First byte of a version-2 leaf.
-pub(crate) const VERSION: u8 = 2;
+/// First byte of a leaf written today (version 3).
+pub(crate) const VERSION: u8 = 3;
+/// First byte of a version-2 leaf: the same layout with the two ids always as strings.
+pub(crate) const VERSION_2: u8 = 2;
 
 const MESSAGE_ID: u16 = 1 << 0;
 const BUNDLE_ID: u16 = 1 << 1;
@@ -82,10 +89,15 @@ fn ack_code(c: AckCode) -> u8 {
     }
 }
 
-/// The version-2 bytes of `leaf` (whatever its `v`).
+/// The binary bytes of `leaf`: version 2 when its `v` says so, else version 3.
 pub(crate) fn encode(leaf: &Leaf) -> Vec<u8> {
-    let mut w = Vec::with_capacity(200);
-    w.push(VERSION);
+    let version = if leaf.v == VERSION_2 {
+        VERSION_2
+    } else {
+        VERSION
+    };
+    let mut w = Vec::with_capacity(160);
+    w.push(version);
     w.extend_from_slice(&leaf.time_ms.to_be_bytes());
     w.push(leaf.outcome.atna_code());
     w.push(kind_code(&leaf.event));
@@ -124,7 +136,11 @@ pub(crate) fn encode(leaf: &Leaf) -> Vec<u8> {
     .fold(0u16, |bits, (_, bit)| bits | bit);
     w.extend_from_slice(&present.to_be_bytes());
     for s in [&leaf.message_id, &leaf.bundle_id].into_iter().flatten() {
-        put_str(&mut w, s);
+        if version == VERSION_2 {
+            put_str(&mut w, s);
+        } else {
+            put_id(&mut w, s);
+        }
     }
     if let Some(f) = leaf.family {
         put_str(&mut w, f.as_str());
@@ -159,9 +175,12 @@ pub(crate) fn encode(leaf: &Leaf) -> Vec<u8> {
 /// Decode version-2 bytes (the caller checks they re-encode to themselves).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Leaf, LeafDecodeError> {
     let mut r = Reader(bytes);
-    if r.u8()? != VERSION {
-        return Err(LeafDecodeError::Malformed);
-    }
+    let version = r.u8()?;
+    let id = match version {
+        VERSION => Reader::id,
+        VERSION_2 => Reader::string,
+        _ => return Err(LeafDecodeError::Malformed),
+    };
     let time_ms = r.u64()?;
     let outcome = match r.u8()? {
         0 => Outcome::Success,
@@ -218,11 +237,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Leaf, LeafDecodeError> {
     let has = |bit: u16| present & bit != 0;
     // Fields are read in the order they are written (a struct literal evaluates in order).
     let leaf = Leaf {
-        v: VERSION,
+        v: version,
         time_ms,
         event,
-        message_id: r.opt(has(MESSAGE_ID), Reader::string)?,
-        bundle_id: r.opt(has(BUNDLE_ID), Reader::string)?,
+        message_id: r.opt(has(MESSAGE_ID), id)?,
+        bundle_id: r.opt(has(BUNDLE_ID), id)?,
         family: r.opt(has(FAMILY), Reader::family)?,
         event_code: r.opt(has(EVENT_CODE), Reader::string)?,
         sender: r.opt(has(SENDER), Reader::party)?,
@@ -253,20 +272,73 @@ fn put_str(w: &mut Vec<u8>, s: &str) {
     w.extend_from_slice(s.as_bytes());
 }
 
+/// An id: `0` and 16 raw bytes when it is a UUID in its canonical text (lower-case hex, hyphens at 8, 13,
+/// 18 and 23, as MedCom's FHIR ids are), `1` and a string otherwise (OIOXML letter ids, anything else).
+fn put_id(w: &mut Vec<u8>, s: &str) {
+    match uuid_raw(s) {
+        Some(raw) => {
+            w.push(0);
+            w.extend_from_slice(&raw);
+        }
+        None => {
+            w.push(1);
+            put_str(w, s);
+        }
+    }
+}
+
+/// Where the hyphens of a UUID's canonical text are.
+const UUID_HYPHENS: [usize; 4] = [8, 13, 18, 23];
+
+/// The 16 bytes of a UUID in canonical text; `None` for any other text (upper case, braces, no hyphens).
+/// By hand: the `uuid` crate also accepts those other forms, and both directions must be exact here.
+fn uuid_raw(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 || UUID_HYPHENS.iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let mut digits = b
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !UUID_HYPHENS.contains(i))
+        .map(|(_, &c)| hex_digit(c));
+    let mut out = [0u8; 16];
+    for o in &mut out {
+        *o = (digits.next()?? << 4) | digits.next()??;
+    }
+    Some(out)
+}
+
+/// The canonical text of a UUID's 16 bytes.
+fn uuid_text(raw: &[u8]) -> String {
+    let h = hex(raw);
+    let mut out = String::with_capacity(36);
+    for (i, c) in h.chars().enumerate() {
+        if [8, 12, 16, 20].contains(&i) {
+            out.push('-');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
 /// The 32 bytes behind 64 lower-case hex digits.
 fn raw32(s: &str) -> Option<[u8; 32]> {
     let b = s.as_bytes();
     if b.len() != 64 {
         return None;
     }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
     let mut out = [0u8; 32];
     for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+        *o = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
     }
     Some(out)
 }
@@ -343,6 +415,14 @@ impl<'a> Reader<'a> {
             gln: self.opt(flags & 1 != 0, Reader::string)?,
             sor: self.opt(flags & 2 != 0, Reader::string)?,
         })
+    }
+
+    fn id(&mut self) -> Result<String, LeafDecodeError> {
+        match self.u8()? {
+            0 => Ok(uuid_text(self.take(16)?)),
+            1 => self.string(),
+            _ => Err(LeafDecodeError::Malformed),
+        }
     }
 
     fn hash(&mut self) -> Result<String, LeafDecodeError> {
@@ -507,14 +587,75 @@ mod tests {
         for n in 0..raw.len() {
             assert!(Leaf::decode(&raw[..n]).is_err(), "{n}");
         }
-        assert_eq!(Leaf::decode(&[3]), Err(LeafDecodeError::UnknownVersion(3)));
+        assert_eq!(Leaf::decode(&[4]), Err(LeafDecodeError::UnknownVersion(4)));
+    }
+
+    #[test]
+    fn uuid_ids_take_16_bytes_and_version_2_leaves_keep_their_bytes() {
+        let mut leaf = full(Event::Accepted);
+        let uuid = "0b9f4c2e-5d7a-4e31-9c0a-7f3e2d1b8a64";
+        leaf.bundle_id = Some(uuid.into());
+        let v3 = leaf.encode();
+        assert_eq!(v3[0], VERSION);
+        assert_eq!(Leaf::decode(&v3).as_ref(), Ok(&leaf));
+        // The same leaf as an older log holds it (version 2): both ids as strings, 2 × 19 bytes more.
+        let old = Leaf {
+            v: VERSION_2,
+            ..leaf.clone()
+        };
+        let v2 = old.encode();
+        assert_eq!(v2[0], VERSION_2);
+        assert_eq!(v2.len(), v3.len() + 2 * (37 - 17));
+        assert_eq!(
+            Leaf::decode(&v2).as_ref(),
+            Ok(&old),
+            "read back as version 2"
+        );
+        assert_ne!(old.hash(), leaf.hash(), "one byte string, one hash");
+        // Raw only for the canonical text: upper case, braces or no hyphens stay strings.
+        for id in [
+            uuid.to_uppercase(),
+            format!("{{{uuid}}}"),
+            uuid.replace('-', ""),
+            "0b9f4c2e-5d7a-4e31-9c0a-7f3e2d1b8a6".into(),
+            "0b9f4c2e-5d7a-4e31-9c0a-7f3e2d1b8a6g".into(),
+            "0b9f4c2e_5d7a-4e31-9c0a-7f3e2d1b8a64".into(),
+        ] {
+            let mut l = leaf.clone();
+            l.bundle_id = Some(id.clone());
+            let b = l.encode();
+            assert_eq!(b.len(), v3.len() + 1 + id.len() - 16, "{id}");
+            assert_eq!(
+                Leaf::decode(&b).unwrap().bundle_id.as_deref(),
+                Some(&id[..])
+            );
+        }
+        // A canonical UUID in string form although it fits 16 bytes: another byte string, refused.
+        let mut l = LeafEvent::new(5, Event::Accepted, Outcome::Success)
+            .into_leaf(&PatientKey::new(&[1u8; 16]).unwrap());
+        l.message_id = Some(uuid.into());
+        let raw = l.encode();
+        assert_eq!(
+            &raw[raw.len() - 17..],
+            &[&[0u8][..], &uuid_raw(uuid).unwrap()].concat()[..]
+        );
+        let mut as_string = raw[..raw.len() - 17].to_vec();
+        as_string.push(1);
+        put_str(&mut as_string, uuid);
+        assert_eq!(Leaf::decode(&as_string), Err(LeafDecodeError::NotCanonical));
+        // An unknown id form.
+        let mut b = raw.clone();
+        let at = b.len() - 17;
+        b[at] = 2;
+        assert_eq!(Leaf::decode(&b), Err(LeafDecodeError::Malformed));
     }
 
     proptest! {
         #[test]
         fn arbitrary_fields_round_trip(
             time in any::<u64>(),
-            mid in proptest::option::of(".{0,80}"),
+            mid in proptest::option::of("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-fA-F]{4}-[0-9a-f]{4}-[0-9a-f]{12}|.{0,80}"),
+            v2 in any::<bool>(),
             code in ".{0,200}",
             gln in proptest::option::of("[0-9]{13}"),
             sor in proptest::option::of(".{0,20}"),
@@ -524,15 +665,18 @@ mod tests {
             e.message_id = mid;
             e.sender = Some(Party { gln, sor });
             e.cert_fingerprint = hash;
-            let leaf = e.into_leaf(&PatientKey::new(&[3u8; 16]).unwrap());
+            let mut leaf = e.into_leaf(&PatientKey::new(&[3u8; 16]).unwrap());
+            if v2 {
+                leaf.v = VERSION_2;
+            }
             prop_assert_eq!(Leaf::decode(&leaf.encode()), Ok(leaf));
         }
 
         #[test]
-        fn any_bytes_decode_or_fail_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fn any_bytes_decode_or_fail_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), v2 in any::<bool>()) {
             let mut b = bytes;
             if let Some(first) = b.first_mut() {
-                *first = VERSION;
+                *first = if v2 { VERSION_2 } else { VERSION };
             }
             if let Ok(leaf) = Leaf::decode(&b) {
                 prop_assert_eq!(leaf.encode(), b);

@@ -26,7 +26,10 @@ use crate::keys::{fingerprint, load_public_key};
 use crate::leaf::{hex, rotation_message, unhex, Event, Leaf, LeafIndex, PatientKey};
 use crate::proof::{verify_consistency, verify_inclusion};
 use crate::runs;
-use crate::store::{decode_u64, index_prefix, trees, LogNodes, META_NODES_SIZE, POSTINGS};
+use crate::store::{
+    decode_gaps, decode_u64, index_prefix, trees, LogNodes, META_NODES_SIZE, POSTINGS,
+    POSTINGS_GAPS,
+};
 use crate::tree::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
 /// Format tag of [`ProofDocument`] as written today: each leaf's bytes in base64, and the leaf decoded.
@@ -399,11 +402,19 @@ fn index_hits<S: Store + ?Sized>(
 fn prefix_hits<S: Store + ?Sized>(store: &S, prefix: &[u8]) -> Result<Vec<u64>, AuditError> {
     let end = sammen_store::prefix_end(prefix);
     let mut out = index_hits(store, prefix, end.as_deref())?;
-    let lists = [&[POSTINGS][..], prefix].concat();
-    for (k, v) in store.scan_prefix(trees::INDEX, &lists, usize::MAX)? {
-        // The length prefix makes the value exact; only `‖ first` may follow it.
-        if k.len() == lists.len() + 8 {
-            out.extend(v.chunks_exact(8).filter_map(decode_u64));
+    // Lists of indices as gaps from `first`, and those of older logs as u64 BE.
+    for tag in [POSTINGS_GAPS, POSTINGS] {
+        let lists = [&[tag][..], prefix].concat();
+        for (k, v) in store.scan_prefix(trees::INDEX, &lists, usize::MAX)? {
+            // The length prefix makes the value exact; only `‖ first` may follow it.
+            let Some(first) = k.get(lists.len()..).and_then(decode_u64) else {
+                continue;
+            };
+            if tag == POSTINGS {
+                out.extend(v.chunks_exact(8).filter_map(decode_u64));
+            } else {
+                out.extend(decode_gaps(first, &v));
+            }
         }
     }
     out.extend(tail(store)?);

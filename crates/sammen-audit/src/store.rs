@@ -5,12 +5,14 @@
 //! |---|---|---|
 //! | `audit_leaves` | index (u64 BE) | canonical leaf bytes ([`crate::leaf`]): a batch's only leaf |
 //! | `audit_leaves` | last index of the run (u64 BE) | the leaves of a batch of several, or of the batches one group commit joined ([`crate::runs`]) |
-//! | `audit_nodes` | `0xff` ‖ end (u64 BE) | node chunk: start (u64 BE) ‖ entries `level (u8) ‖ index (u64 BE) ‖ hash (32)`, sorted by (level, index) |
+//! | `audit_nodes` | `0xfe` ‖ end (u64 BE) | node chunk: start (u64 BE) ‖ the 32-byte hashes of levels 0 and 4 and up, by level, each level's nodes `start >> l .. end >> l` in index order |
+//! | `audit_nodes` | `0xff` ‖ end (u64 BE) | named node chunk (older logs): start (u64 BE) ‖ entries `level (u8) ‖ index (u64 BE) ‖ hash (32)`, sorted by (level, index) |
 //! | `audit_nodes` | level (u8) ‖ index (u64 BE) | 32-byte hash of that perfect subtree (older logs) |
 //! | `audit_checkpoints` | seq (u64 BE) | signed checkpoint note text |
 //! | `audit_meta` | `nodes_size` | u64 BE: the tree size the stored nodes cover (= last checkpoint's) |
 //! | `audit_meta` | `key` ‖ seq (u64 BE) | 32-byte Ed25519 public key, seq 0 = genesis key |
-//! | `audit_index` | `~` ‖ `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ first | indices (u64 BE each): message id, GLN, SOR, patient |
+//! | `audit_index` | `}` ‖ `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ first (u64 BE) | indices as LEB128 gaps, the first from `first`: message id, GLN, SOR, patient |
+//! | `audit_index` | `~` ‖ `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ first | indices (u64 BE each): the same (older logs) |
 //! | `audit_index` | `~t` ‖ latest time_ms (u64 BE) ‖ first | earliest time_ms ‖ end (u64 BE each): time |
 //! | `audit_index` | `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ index | (empty): the same, one key per leaf (older logs) |
 //! | `audit_index` | `t` ‖ time_ms (u64 BE) ‖ index | (empty): time, one key per leaf (older logs) |
@@ -19,19 +21,24 @@
 //! the tree at the last checkpoint is stored and proofs against it need `O(log n)` reads. Nodes completed
 //! since then live in memory and are recomputed from the leaves at open (at most one checkpoint interval).
 //! A checkpoint stores its nodes as **one chunk**: every node completed by the leaves `[start, end)` it
-//! adds (node `(l, i)` is completed by leaf `(i + 1)·2^l − 1`), found by the first chunk key `≥ 0xff ‖
+//! adds (node `(l, i)` is completed by leaf `(i + 1)·2^l − 1`), found by the first chunk key `≥ 0xfe ‖
 //! completing leaf + 1`. Why: one key per node was about two memtable inserts per leaf in the committer,
 //! the largest part of the audit's cost on the accept path. Leaf hashes (level 0) stay stored one by one
-//! inside the chunk, so `verify` still names a changed leaf. Logs written before this carry one key per
-//! node; lookups try that key first, so those data dirs keep working unchanged.
+//! inside the chunk, so `verify` still names a changed leaf. A chunk (version 2) holds only hashes, each
+//! at the place its level and index give, and leaves out levels 1–3: a node there is the hash of its
+//! children, at most 7 hashes of reading away. Why: naming each node and storing those levels was over
+//! half of every chunk (about 120 of 225 bytes a message, kept for good). Logs written before this carry
+//! one key per node, or chunks whose entries name their node (`0xff`); lookups try the node's key, then
+//! a version-2 chunk, then a named one, so those data dirs keep working unchanged.
 //!
 //! The search index is written the same way: the checkpoint batch carries one posting list per value for
 //! the leaves `[first, end)` it covers (`~` keys), so it covers exactly the leaves below `nodes_size`; the
 //! unsigned tail is searched by reading its leaves. A leaf's own batch carries only the leaf. Why: the
 //! index is a convenience, not evidence, and five keys per leaf in the accept batch (each a memtable
 //! insert in the committer) were most of the audit's cost on the accept path, while one list per value
-//! per checkpoint is a few keys. Logs written before this carry one key per leaf (no `~`); search reads
-//! both, so those data dirs keep working unchanged.
+//! per checkpoint is a few keys. A list holds its indices as LEB128 gaps (`}` keys): one or two bytes
+//! an index instead of eight. Logs written before this carry lists of u64 indices (`~`) or one key per
+//! leaf (no `~`); search reads all three, so those data dirs keep working unchanged.
 //!
 //! ## Staging: no change without its leaf, no leaf without its change
 //! A caller adds the leaf's puts to the very [`Batch`] that carries its state change
@@ -68,7 +75,9 @@ use crate::error::{AuditError, Finding};
 use crate::keys::fingerprint;
 use crate::leaf::{rotation_message, Event, Leaf, LeafEvent, LeafIndex, Outcome, PatientKey};
 use crate::runs;
-use crate::tree::{leaf_hash, perfect_decomposition, subtree_root, CompactRange, Hash, NodeSource};
+use crate::tree::{
+    leaf_hash, node_hash, perfect_decomposition, subtree_root, CompactRange, Hash, NodeSource,
+};
 
 /// Tree names; add [`trees::ALL`] to the list the shared store is opened with.
 pub mod trees {
@@ -100,10 +109,41 @@ pub(crate) fn node_key(level: u8, index: u64) -> [u8; 9] {
     k
 }
 
-/// First byte of node-chunk keys (no tree has 255 levels).
+/// First byte of version-1 node-chunk keys (no tree has 255 levels): entries name their node.
 pub(crate) const NODE_CHUNK: u8 = 0xff;
-/// Bytes per node-chunk entry: level, index, hash.
+/// Bytes per version-1 node-chunk entry: level, index, hash.
 const CHUNK_ENTRY: usize = 1 + 8 + 32;
+/// First byte of version-2 node-chunk keys: hashes only, each node's place given by the chunk's range.
+pub(crate) const NODE_CHUNK_V2: u8 = 0xfe;
+/// Levels a version-2 chunk leaves out (`1..=SKIPPED_LEVELS`): recomputed from the level below on read.
+/// Level 0 stays (so `verify` names a changed leaf), and so do the levels above, so a node is at most
+/// `2^(SKIPPED_LEVELS + 1) - 1` hashes away from stored ones.
+const SKIPPED_LEVELS: u8 = 3;
+
+/// Whether a version-2 chunk stores level `l`.
+fn v2_stores(l: u8) -> bool {
+    l == 0 || l > SKIPPED_LEVELS
+}
+
+/// Where each stored level of the version-2 chunk of leaves `[start, end)` begins, in hashes from the
+/// first: level `l` holds the nodes `start >> l .. end >> l` (exactly those the leaves complete), levels
+/// in ascending order. The last element is the total.
+fn v2_offsets(start: u64, end: u64) -> Vec<(u8, u64)> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for l in 0..64u8 {
+        let (lo, hi) = (start >> l, end >> l);
+        if hi <= lo && l > 0 {
+            break;
+        }
+        if v2_stores(l) {
+            out.push((l, at));
+            at += hi.saturating_sub(lo);
+        }
+    }
+    out.push((u8::MAX, at));
+    out
+}
 
 /// Perfect nodes completed since the last checkpoint's batch, in the order the tree completed them,
 /// which is the order of their completing leaf ([`completing_leaf`]): appending allocates nothing per
@@ -136,15 +176,52 @@ impl MemNodes {
             .map(|n| n.2)
     }
 
-    /// The key and value of the chunk holding every node here, for the leaves up to `end`. Entries go
-    /// sorted by (level, index): within one level completion order is index order, so a counting sort
-    /// by level does it.
-    fn chunk(&self, end: u64) -> (Vec<u8>, Vec<u8>) {
-        // Every leaf completes its own level-0 node first, so the first node names the chunk's start.
-        let start = match self.nodes.first() {
+    /// Every leaf completes its own level-0 node first, so the first node names the chunk's start.
+    fn start(&self, end: u64) -> u64 {
+        match self.nodes.first() {
             Some(&(0, i, _)) => i,
             _ => end,
-        };
+        }
+    }
+
+    /// The key and value of the version-2 chunk holding the nodes here, for the leaves up to `end`: the
+    /// hashes of the stored levels, each at the place its (level, index) gives. Why: naming every node
+    /// (9 bytes) and storing levels 1–3 (7 of every 8 nodes above level 0) was over half of a chunk,
+    /// which is written for every leaf and kept for good. Falls back to a version-1 chunk should the
+    /// nodes not be exactly those the leaves complete (they always are; a wrong chunk would be damage).
+    fn chunk(&self, end: u64) -> (Vec<u8>, Vec<u8>) {
+        let start = self.start(end);
+        let offsets = v2_offsets(start, end);
+        let total = offsets.last().map_or(0, |o| o.1);
+        let mut v = vec![0u8; 8 + 32 * total as usize];
+        v[..8].copy_from_slice(&start.to_be_bytes());
+        let mut placed = 0u64;
+        for &(l, i, h) in &self.nodes {
+            if !v2_stores(l) {
+                continue;
+            }
+            let place = offsets
+                .iter()
+                .find(|o| o.0 == l)
+                .and_then(|o| Some(o.1 + i.checked_sub(start >> l)?))
+                .filter(|&p| i < end >> l && p < total);
+            let Some(p) = place else {
+                return self.chunk_v1(end);
+            };
+            let o = 8 + 32 * p as usize;
+            v[o..o + 32].copy_from_slice(&h);
+            placed += 1;
+        }
+        if placed != total {
+            return self.chunk_v1(end);
+        }
+        (node_key(NODE_CHUNK_V2, end).to_vec(), v)
+    }
+
+    /// The version-1 chunk of the nodes here: entries sorted by (level, index), each naming its node.
+    /// Within one level completion order is index order, so a counting sort by level does it.
+    fn chunk_v1(&self, end: u64) -> (Vec<u8>, Vec<u8>) {
+        let start = self.start(end);
         let mut at = [0usize; 256];
         for &(l, _, _) in &self.nodes {
             at[usize::from(l)] += 1;
@@ -185,11 +262,56 @@ fn completing_leaf(level: u8, index: u64) -> Option<u64> {
 struct Chunk {
     start: u64,
     end: u64,
+    /// Version 2 (hashes only, levels `1..=SKIPPED_LEVELS` left out) or 1 (named entries).
+    v2: bool,
     entries: Vec<u8>,
 }
 
+/// What a chunk says about a node it covers.
+#[derive(Debug, PartialEq)]
+enum Found {
+    Hash(Hash),
+    /// Left out of a version-2 chunk: the hash of its two children.
+    Children,
+    /// Not there (a malformed chunk holds nothing).
+    Missing,
+}
+
 impl Chunk {
-    fn find(&self, level: u8, index: u64) -> Option<Hash> {
+    fn find(&self, level: u8, index: u64) -> Found {
+        let found = if self.v2 {
+            self.find_v2(level, index)
+        } else {
+            self.find_v1(level, index)
+        };
+        match found {
+            Some(f) => f,
+            None => Found::Missing,
+        }
+    }
+
+    fn find_v2(&self, level: u8, index: u64) -> Option<Found> {
+        let (lo, hi) = (
+            self.start.checked_shr(level.into())?,
+            self.end.checked_shr(level.into())?,
+        );
+        if !(lo..hi).contains(&index) {
+            return None;
+        }
+        if !v2_stores(level) {
+            return Some(Found::Children);
+        }
+        let offsets = v2_offsets(self.start, self.end);
+        let total = offsets.last()?.1;
+        if self.entries.len() as u64 != 32 * total {
+            return None;
+        }
+        let at = offsets.iter().find(|o| o.0 == level)?.1 + (index - lo);
+        let at = usize::try_from(at).ok()?.checked_mul(32)?;
+        Some(Found::Hash(self.entries.get(at..at + 32)?.try_into().ok()?))
+    }
+
+    fn find_v1(&self, level: u8, index: u64) -> Option<Found> {
         let n = self.entries.len() / CHUNK_ENTRY;
         let entry = |k: usize| -> Option<((u8, u64), Hash)> {
             let e = self.entries.get(k * CHUNK_ENTRY..(k + 1) * CHUNK_ENTRY)?;
@@ -203,7 +325,7 @@ impl Chunk {
             match key.cmp(&(level, index)) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(h),
+                std::cmp::Ordering::Equal => return Some(Found::Hash(h)),
             }
         }
         None
@@ -229,8 +351,41 @@ fn push_index_prefix(out: &mut Vec<u8>, tag: u8, value: &str) {
     out.extend_from_slice(&value.as_bytes()[..usize::from(len)]);
 }
 
-/// First byte of the posting-list keys (`~` sorts after every per-leaf tag).
+/// First byte of the time list's keys, and of the value lists of older logs (indices as u64 BE).
 pub(crate) const POSTINGS: u8 = b'~';
+/// First byte of the value lists' keys: indices as LEB128 gaps ([`encode_gaps`]).
+pub(crate) const POSTINGS_GAPS: u8 = b'}';
+
+/// A posting list's indices (ascending, at least `first`) as LEB128 gaps: the first from `first`, each
+/// next from the one before. Why: a list's indices are close together (a message's three leaves, or
+/// every leaf of one GLN), so most gaps take one or two bytes instead of eight; the GLN and patient lists
+/// were most of the index's bytes.
+fn encode_gaps(first: u64, indices: impl Iterator<Item = u64>, out: &mut Vec<u8>) {
+    let mut prev = first;
+    for i in indices {
+        // `Vec`'s `Write` cannot fail.
+        let _ = leb128::write::unsigned(out, i.saturating_sub(prev));
+        prev = i;
+    }
+}
+
+/// The indices of a list [`encode_gaps`] wrote; stops at the first malformed or overflowing gap (the
+/// index is a convenience, not evidence: callers re-read every leaf it names).
+pub(crate) fn decode_gaps(first: u64, mut v: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut at = first;
+    while !v.is_empty() {
+        let Some(next) = leb128::read::unsigned(&mut v)
+            .ok()
+            .and_then(|gap| at.checked_add(gap))
+        else {
+            break;
+        };
+        out.push(next);
+        at = next;
+    }
+    out
+}
 
 /// A leaf's search keys without the leaf index (which is only known under the lock): the
 /// [`index_prefix`]es (self-delimiting) back to back, and the leaf's time. Flat, so a leaf costs one
@@ -330,13 +485,11 @@ fn postings(leaves: &[(u64, IndexKeys)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     for list in pairs.chunk_by(|a, b| a.0 == b.0) {
         let prefix = list[0].0;
         let mut key = Vec::with_capacity(1 + prefix.len() + 8);
-        key.push(POSTINGS);
+        key.push(POSTINGS_GAPS);
         key.extend_from_slice(prefix);
         key.extend_from_slice(&first.to_be_bytes());
-        let mut value = Vec::with_capacity(list.len() * 8);
-        for (_, i) in list {
-            value.extend_from_slice(&i.to_be_bytes());
-        }
+        let mut value = Vec::with_capacity(list.len() * 2);
+        encode_gaps(*first, list.iter().map(|(_, i)| *i), &mut value);
         out.push((key, value));
     }
     if earliest <= latest {
@@ -499,7 +652,8 @@ impl<'a, S: Store + ?Sized> LogNodes<'a, S> {
         }
     }
 
-    /// The stored hash of node `(level, index)`, if any (a malformed chunk holds none).
+    /// The stored hash of node `(level, index)`, if any (a malformed chunk holds none). A node a
+    /// version-2 chunk leaves out is the hash of its stored children.
     pub(crate) fn stored(&self, level: u8, index: u64) -> Result<Option<Hash>, AuditError> {
         if let Some(h) = self.mem.and_then(|m| m.get(level, index)) {
             return Ok(Some(h));
@@ -510,28 +664,50 @@ impl<'a, S: Store + ?Sized> LogNodes<'a, S> {
         let Some(leaf) = completing_leaf(level, index) else {
             return Ok(None);
         };
-        let cached =
+        let covers =
             |c: &Option<Chunk>| c.as_ref().is_some_and(|c| c.start <= leaf && leaf < c.end);
-        if !cached(&self.chunk.borrow()) {
-            // Chunk keys sort after every per-node key: the first at or after `from` is the one.
-            let from = node_key(NODE_CHUNK, leaf.saturating_add(1));
-            let found = self.store.range(trees::NODES, &from, None, 1)?;
-            let chunk = found.into_iter().next().and_then(|(k, v)| {
-                let end = u64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
-                let start = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-                (k.first() == Some(&NODE_CHUNK)).then(|| Chunk {
-                    start,
-                    end,
-                    entries: v.get(8..).map(<[u8]>::to_vec).unwrap_or_default(),
-                })
-            });
+        if !covers(&self.chunk.borrow()) {
+            // Chunk keys sort after every per-node key, version 2 before version 1 (which only older
+            // logs hold, for their earlier leaves): the first of either at or after `leaf + 1` is the
+            // one, if it starts at or before `leaf`.
+            let mut chunk = None;
+            for tag in [NODE_CHUNK_V2, NODE_CHUNK] {
+                let from = node_key(tag, leaf.saturating_add(1));
+                let found = self.store.range(trees::NODES, &from, None, 1)?;
+                chunk = found.into_iter().next().and_then(|(k, v)| {
+                    let end = u64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
+                    let start = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+                    (k.first() == Some(&tag)).then(|| Chunk {
+                        start,
+                        end,
+                        v2: tag == NODE_CHUNK_V2,
+                        entries: v.get(8..).map(<[u8]>::to_vec).unwrap_or_default(),
+                    })
+                });
+                if covers(&chunk) {
+                    break;
+                }
+            }
             *self.chunk.borrow_mut() = chunk;
         }
-        let chunk = self.chunk.borrow();
-        Ok(chunk
-            .as_ref()
-            .filter(|c| c.start <= leaf && leaf < c.end)
-            .and_then(|c| c.find(level, index)))
+        let found = match self.chunk.borrow().as_ref() {
+            Some(c) if c.start <= leaf && leaf < c.end => c.find(level, index),
+            _ => Found::Missing,
+        };
+        match found {
+            Found::Hash(h) => Ok(Some(h)),
+            Found::Missing => Ok(None),
+            // Children are completed before their parent, so they lie in this chunk or an earlier one.
+            Found::Children => {
+                let (Some(l), Some(r)) = (
+                    self.stored(level - 1, 2 * index)?,
+                    self.stored(level - 1, 2 * index + 1)?,
+                ) else {
+                    return Ok(None);
+                };
+                Ok(Some(node_hash(&l, &r)))
+            }
+        }
     }
 }
 
@@ -1095,14 +1271,26 @@ mod tests {
             }
             leaves.push((i, k));
         }
-        let mut want: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut map: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
         for (i, k) in &leaves {
             for p in k.prefixes() {
-                want.entry([&[POSTINGS][..], p, &10u64.to_be_bytes()].concat())
+                map.entry([&[POSTINGS_GAPS][..], p, &10u64.to_be_bytes()].concat())
                     .or_default()
-                    .extend_from_slice(&i.to_be_bytes());
+                    .push(*i);
             }
         }
+        // Each list as gaps: from `first` (10), then from the index before.
+        let want: BTreeMap<Vec<u8>, Vec<u8>> = map
+            .iter()
+            .map(|(k, list)| {
+                let mut v = Vec::new();
+                for (at, i) in list.iter().enumerate() {
+                    let gap = i - if at == 0 { 10 } else { list[at - 1] };
+                    leb128::write::unsigned(&mut v, gap).unwrap();
+                }
+                (k.clone(), v)
+            })
+            .collect();
         let earliest = leaves.iter().filter_map(|l| l.1.time_ms).min().unwrap();
         let latest = leaves.iter().filter_map(|l| l.1.time_ms).max().unwrap();
         let time = [
@@ -1122,6 +1310,67 @@ mod tests {
             )
         );
         assert!(postings(&[]).is_empty());
+        // Read back, every list gives its indices.
+        for (k, v) in lists {
+            assert_eq!(&decode_gaps(10, v), &map[k], "{k:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any ascending list reads back; any bytes read as at most one index per byte, ascending,
+        /// without panicking (the index is read from a store that may be damaged).
+        #[test]
+        fn gap_lists_round_trip_and_any_bytes_read_safely(
+            first in proptest::prelude::any::<u64>(),
+            gaps in proptest::collection::vec(0u64..1 << 20, 0..50),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut list = Vec::new();
+            let mut at = first;
+            for g in gaps {
+                let Some(next) = at.checked_add(g) else { break };
+                list.push(next);
+                at = next;
+            }
+            let mut v = Vec::new();
+            encode_gaps(first, list.iter().copied(), &mut v);
+            proptest::prop_assert_eq!(decode_gaps(first, &v), list);
+            let got = decode_gaps(first, &junk);
+            proptest::prop_assert!(got.len() <= junk.len());
+            proptest::prop_assert!(got.windows(2).all(|w| w[0] <= w[1]) && got.iter().all(|&i| i >= first));
+        }
+    }
+
+    #[test]
+    fn gap_lists_read_back_and_stop_at_damage() {
+        let cases: [(u64, &[u64]); 5] = [
+            (0, &[]),
+            (0, &[0, 1, 2, 3]),
+            (7, &[7, 200, 201, 70_000, 1 << 40]),
+            (u64::MAX - 3, &[u64::MAX - 2, u64::MAX]),
+            (5, &[6, 300_000, 300_001]),
+        ];
+        for (first, list) in cases {
+            let mut v = Vec::new();
+            encode_gaps(first, list.iter().copied(), &mut v);
+            assert_eq!(decode_gaps(first, &v), list);
+            // Cut inside the last gap: the indices before it, nothing made up.
+            if let Some(cut) = v.len().checked_sub(1).filter(|_| list.len() > 1) {
+                let got = decode_gaps(first, &v[..cut]);
+                assert!(list.starts_with(&got) && got.len() < list.len(), "{got:?}");
+            }
+        }
+        // Most gaps in a busy GLN's list take one byte.
+        let mut v = Vec::new();
+        encode_gaps(1_000_000, (1_000_000..1_001_000).step_by(3), &mut v);
+        assert_eq!(v.len(), 334);
+        // A gap past u64 ends the list.
+        let mut v = Vec::new();
+        leb128::write::unsigned(&mut v, 5).unwrap();
+        leb128::write::unsigned(&mut v, u64::MAX).unwrap();
+        leb128::write::unsigned(&mut v, 1).unwrap();
+        assert_eq!(decode_gaps(0, &v), [5]);
+        assert_eq!(decode_gaps(0, &[0x80; 11]), Vec::<u64>::new());
     }
 
     /// The nodes `n` leaves complete, in memory and as a sorted map (what chunks held before).
@@ -1140,11 +1389,22 @@ mod tests {
         (mem, map)
     }
 
+    const RANGES: [(u64, u64); 8] = [
+        (0, 1),
+        (0, 2),
+        (0, 1000),
+        (5, 1),
+        (37, 700),
+        (1024, 1024),
+        (15, 17),
+        (3, 1),
+    ];
+
     #[test]
-    fn chunk_entries_are_sorted_by_level_and_index_and_every_node_is_found() {
-        for (from, n) in [(0, 1), (0, 2), (0, 1000), (5, 1), (37, 700), (1024, 1024)] {
+    fn version_1_chunk_entries_are_sorted_by_level_and_index_and_every_node_is_found() {
+        for (from, n) in RANGES {
             let (mem, map) = nodes(from, n);
-            let (k, v) = mem.chunk(from + n);
+            let (k, v) = mem.chunk_v1(from + n);
             assert_eq!(k, node_key(NODE_CHUNK, from + n).to_vec());
             let mut want = from.to_be_bytes().to_vec();
             for (&(l, i), h) in &map {
@@ -1156,11 +1416,12 @@ mod tests {
             let chunk = Chunk {
                 start: from,
                 end: from + n,
+                v2: false,
                 entries: v[8..].to_vec(),
             };
             for (&(l, i), h) in &map {
                 assert_eq!(mem.get(l, i), Some(*h), "({l}, {i})");
-                assert_eq!(chunk.find(l, i), Some(*h), "({l}, {i})");
+                assert_eq!(chunk.find(l, i), Found::Hash(*h), "({l}, {i})");
             }
             // Nodes completed before or after the range are not there.
             assert_eq!(mem.get(0, from + n), None);
@@ -1169,6 +1430,100 @@ mod tests {
                 assert_eq!(mem.get(0, from - 1), None);
             }
         }
+    }
+
+    #[test]
+    fn version_2_chunks_hold_the_hashes_of_levels_0_and_above_3_in_place() {
+        for (from, n) in RANGES {
+            let (mem, map) = nodes(from, n);
+            let (k, v) = mem.chunk(from + n);
+            assert_eq!(k, node_key(NODE_CHUNK_V2, from + n).to_vec());
+            // The layout as documented: start, then per stored level its nodes in index order.
+            let mut want = from.to_be_bytes().to_vec();
+            for (&(l, _), h) in &map {
+                if l == 0 || l > 3 {
+                    want.extend_from_slice(h);
+                }
+            }
+            assert_eq!(v, want, "chunk of leaves [{from}, {})", from + n);
+            let chunk = Chunk {
+                start: from,
+                end: from + n,
+                v2: true,
+                entries: v[8..].to_vec(),
+            };
+            for (&(l, i), h) in &map {
+                let want = if (1..=3).contains(&l) {
+                    Found::Children
+                } else {
+                    Found::Hash(*h)
+                };
+                assert_eq!(
+                    chunk.find(l, i),
+                    want,
+                    "({l}, {i}) in [{from}, {})",
+                    from + n
+                );
+            }
+            assert_eq!(chunk.find(0, from + n), Found::Missing);
+            if from > 0 {
+                assert_eq!(chunk.find(0, from - 1), Found::Missing);
+            }
+            // A chunk one hash short or long is malformed: it holds nothing.
+            let longer = [&v[8..], &[0u8; 32][..]].concat();
+            for entries in [&v[8..v.len() - 1], &longer[..]] {
+                let bad = Chunk {
+                    entries: entries.to_vec(),
+                    ..chunk
+                };
+                assert_eq!(bad.find(0, from), Found::Missing);
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_left_out_of_version_2_chunks_are_read_from_their_children_across_chunks() {
+        // Checkpoints at odd sizes, so left-out nodes have children in the chunk before; the first
+        // two chunks in the named layout of older logs, the rest in version 2.
+        let dir = tempfile::tempdir().unwrap();
+        let store = sammen_store::FjallStore::open(dir.path(), &trees::ALL).unwrap();
+        let (mut edge, mut mem, mut all) = (
+            CompactRange::default(),
+            MemNodes::default(),
+            BTreeMap::new(),
+        );
+        let cuts = [5u64, 16, 37, 38, 101, 130];
+        let mut b = Batch::new();
+        for i in 0..130u64 {
+            edge.push(leaf_hash(&i.to_be_bytes()), |l, idx, h| {
+                mem.push(l, idx, *h);
+                all.insert((l, idx), *h);
+            });
+            if cuts.contains(&(i + 1)) {
+                let (k, v) = if i < 16 {
+                    mem.chunk_v1(i + 1)
+                } else {
+                    mem.chunk(i + 1)
+                };
+                b.put(trees::NODES, k, v);
+                mem.drop_first(mem.len());
+            }
+        }
+        store.commit(b).unwrap();
+        let nodes = LogNodes::new(&store, None);
+        for (&(l, i), h) in &all {
+            assert_eq!(nodes.stored(l, i).unwrap(), Some(*h), "({l}, {i})");
+        }
+        // Walked backwards too, so every lookup misses the cached chunk.
+        for (&(l, i), h) in all.iter().rev() {
+            assert_eq!(nodes.stored(l, i).unwrap(), Some(*h), "({l}, {i})");
+        }
+        assert_eq!(nodes.stored(0, 130).unwrap(), None);
+        assert_eq!(
+            subtree_root(&nodes, 0, 130).unwrap(),
+            edge.root(),
+            "the root from the stored nodes"
+        );
     }
 
     #[test]
@@ -1185,6 +1540,7 @@ mod tests {
         mem.drop_first(usize::MAX);
         assert_eq!(mem.len(), 0);
         assert_eq!(mem.chunk(100).1, 100u64.to_be_bytes().to_vec());
+        assert_eq!(mem.chunk_v1(100).1, 100u64.to_be_bytes().to_vec());
     }
 
     #[test]

@@ -10,9 +10,10 @@ use sammen_audit::ops::{
     check_consistency, check_proof, consistency_store, prove_store, search_store, verify_store,
 };
 use sammen_audit::store::trees;
+use sammen_audit::tree::node_hash;
 use sammen_audit::{
-    stored_leaves, AuditConfig, AuditError, AuditLog, Event, Finding, Leaf, LeafEvent, Outcome,
-    PatientKey, Search, SignedCheckpoint, SigningKey,
+    stored_leaves, AuditConfig, AuditError, AuditLog, Event, Finding, Hash, Leaf, LeafEvent,
+    Outcome, PatientKey, Search, SignedCheckpoint, SigningKey,
 };
 use sammen_model::{AckCode, Family, Party, PatientId};
 use sammen_store::{Batch, FjallStore, SledStore, Store};
@@ -290,8 +291,21 @@ fn json_leaves_of_older_logs_keep_verifying_and_proving_beside_binary_ones() {
             .unwrap();
     }
     log.checkpoint_at(1_800_000_000_000).unwrap();
-    // After the upgrade: binary, and a batch's leaves as one run.
-    let newer = vec![event(1, Event::Delivered), event(1, Event::Overdue)];
+    // Binary version 2 (ids as strings), a batch's leaves as one run.
+    let v2: Vec<Leaf> = [Event::Delivered, Event::Overdue]
+        .into_iter()
+        .map(|ev| Leaf {
+            v: 2,
+            ..event(1, ev).into_leaf(&pk)
+        })
+        .collect();
+    log.submit_leaves(Batch::new(), &v2)
+        .unwrap()
+        .wait()
+        .unwrap();
+    log.checkpoint_at(1_800_000_000_001).unwrap();
+    // After the upgrade: version 3 (UUID ids in 16 bytes).
+    let newer = vec![event(1, Event::Resend), event(1, Event::Dead)];
     log.submit(Batch::new(), newer).unwrap().wait().unwrap();
     log.checkpoint_at(1_800_000_000_001).unwrap();
     drop(log);
@@ -301,16 +315,21 @@ fn json_leaves_of_older_logs_keep_verifying_and_proving_beside_binary_ones() {
     let raw = stored_leaves(&s).unwrap();
     assert_eq!(
         raw.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-        [0, 1, 2, 3, 4]
+        [0, 1, 2, 3, 4, 5, 6]
     );
     assert!(raw[1].1.starts_with(b"{\"v\":1,"));
     assert_eq!(raw[3].1[0], 2);
+    assert_eq!(raw[5].1[0], 3);
+    // The message id (a UUID) in 16 bytes instead of 36 and a length; the Bundle id (`b-1`, no UUID)
+    // one byte longer for its form.
+    assert_eq!(raw[5].1.len() + 20 - 1, raw[3].1.len());
     verify_store(&s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
-    assert_eq!(hits(&s, &Search::MessageId(msg_id(1))), 4);
+    assert_eq!(hits(&s, &Search::MessageId(msg_id(1))), 6);
     let doc = prove_store(&s, &msg_id(1)).unwrap();
     let leaves = check_proof(&doc, &key(1).verifying_key()).unwrap();
     let versions: Vec<u8> = leaves.iter().map(|(_, l)| l.v).collect();
-    assert_eq!(versions, [1, 1, 2, 2]);
+    assert_eq!(versions, [1, 1, 2, 2, 3, 3]);
+    assert!(leaves.iter().all(|(_, l)| l.message_id == Some(msg_id(1))));
     // A proof document of format 1 (leaves as JSON text), as the older version printed it, still checks.
     let mut v1 = doc.clone();
     v1.format = "sammen-audit-proof/1".into();
@@ -355,7 +374,7 @@ fn search_reads_posting_lists_per_leaf_keys_of_older_logs_and_the_unindexed_tail
         .unwrap();
     for indexed in [false, true] {
         let s = log.store();
-        let lists = s.scan_prefix(trees::INDEX, b"~", usize::MAX).unwrap();
+        let lists = s.scan_prefix(trees::INDEX, b"}", usize::MAX).unwrap();
         assert_eq!(!lists.is_empty(), indexed);
         assert_eq!(hits(s, &Search::MessageId(msg_id(2))), 3);
         assert_eq!(hits(s, &Search::MessageId(msg_id(7))), 1);
@@ -377,6 +396,85 @@ fn search_reads_posting_lists_per_leaf_keys_of_older_logs_and_the_unindexed_tail
     let s = reopen(&d);
     assert_eq!(hits(&s, &Search::MessageId(msg_id(7))), 1);
     assert_eq!(hits(&s, &Search::Gln(RECEIVER.into())), 13);
+}
+
+/// Rewrite the value lists (`}`, LEB128 gaps) the way logs written before them stored them: `~` keys,
+/// indices as u64 BE.
+fn to_u64_lists(store: &FjallStore) -> usize {
+    let mut b = Batch::new();
+    let lists = store.scan_prefix(trees::INDEX, b"}", usize::MAX).unwrap();
+    for (k, v) in &lists {
+        let mut at = u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap());
+        let mut rest = &v[..];
+        let mut old = Vec::new();
+        while !rest.is_empty() {
+            at += leb128::read::unsigned(&mut rest).unwrap();
+            old.extend_from_slice(&at.to_be_bytes());
+        }
+        b.put(trees::INDEX, [&b"~"[..], &k[1..]].concat(), old);
+        b.delete(trees::INDEX, k.clone());
+    }
+    store.commit(b).unwrap();
+    lists.len()
+}
+
+#[test]
+fn search_reads_the_u64_posting_lists_of_older_logs_beside_gap_lists() {
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    let cpr = || Search::Cpr {
+        cpr: CPR.into(),
+        key: config(&d.export).patient_key,
+    };
+    let queries = || {
+        [
+            Search::MessageId(msg_id(2)),
+            Search::MessageId(msg_id(7)),
+            Search::MessageId(msg_id(9)),
+            Search::Gln(RECEIVER.into()),
+            cpr(),
+        ]
+    };
+    let answers = |s: &FjallStore| {
+        queries()
+            .iter()
+            .map(|q| search_store(s, q).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let s = reopen(&d);
+    let want = answers(&s);
+    assert_eq!(
+        want.iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 0, 0, 18, 18]
+    );
+    assert!(to_u64_lists(&s) > 3);
+    let old = s.scan_prefix(trees::INDEX, b"~m", usize::MAX).unwrap();
+    assert!(!old.is_empty() && old.iter().all(|(_, v)| v.len() % 8 == 0));
+    assert_eq!(answers(&s), want, "older lists give the same leaves");
+    drop(s);
+    // New checkpoints write gap lists after the older ones; search reads both.
+    let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+    write_log(&log, 8);
+    log.checkpoint_now().unwrap();
+    drop(log);
+    let s = reopen(&d);
+    assert!(!s
+        .scan_prefix(trees::INDEX, b"}", usize::MAX)
+        .unwrap()
+        .is_empty());
+    let after = answers(&s);
+    assert_eq!(
+        after.iter().map(Vec::len).collect::<Vec<_>>(),
+        [6, 3, 0, 42, 42],
+        "messages 0..8 written again"
+    );
+    for (old, new) in want.iter().zip(&after) {
+        assert!(
+            new.starts_with(old),
+            "the older leaves are still found first"
+        );
+    }
+    verify_store(&s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
 }
 
 fn assert_no_personal_data_in_files(root: &Path) {
@@ -716,25 +814,19 @@ fn verify_names_each_tampering() {
 
     // a hash inside a stored node chunk changed: a leaf hash (level 0) names the leaf, an interior one
     // the node
-    for (level, index) in [(0u8, 3u64), (2, 1)] {
+    for (level, index) in [(0u8, 3u64), (4, 0)] {
         let d = dirs();
         fresh_fjall(&d, 6);
         let s = reopen(&d);
-        let chunks = s.range(trees::NODES, &[0xff], None, usize::MAX).unwrap();
+        let chunks = node_chunks(&s);
         assert!(!chunks.is_empty(), "no node chunks written");
-        let (k, mut v) = chunks
+        let (k, mut v, at) = chunks
             .into_iter()
-            .find(|(_, v)| {
-                v[8..]
-                    .chunks(41)
-                    .any(|e| e[0] == level && e[1..9] == index.to_be_bytes())
+            .find_map(|c| {
+                let at = c.place(level, index)?;
+                Some((c.key, c.value, at))
             })
-            .unwrap();
-        let at = 8 + v[8..]
-            .chunks(41)
-            .position(|e| e[0] == level && e[1..9] == index.to_be_bytes())
-            .unwrap()
-            * 41;
+            .expect("the node is in a chunk");
         v[at + 20] ^= 1;
         put(&s, trees::NODES, k, v);
         drop(s);
@@ -742,7 +834,7 @@ fn verify_names_each_tampering() {
         if level == 0 {
             assert!(matches!(f, Finding::BadLeaf { index: 3, .. }), "{f:?}");
         } else {
-            assert_eq!(f, Finding::BadNode { level: 2, index: 1 });
+            assert_eq!(f, Finding::BadNode { level: 4, index: 0 });
         }
     }
 
@@ -750,7 +842,7 @@ fn verify_names_each_tampering() {
     let d = dirs();
     fresh_fjall(&d, 6);
     let s = reopen(&d);
-    let (k, _) = s.range(trees::NODES, &[0xff], None, 1).unwrap().remove(0);
+    let (k, _) = s.range(trees::NODES, &[0xfe], None, 1).unwrap().remove(0);
     del(&s, trees::NODES, k);
     drop(s);
     assert!(matches!(
@@ -996,6 +1088,87 @@ fn failed_batch_becomes_a_lost_write_leaf_and_the_log_stays_contiguous() {
     verify_store(&s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
 }
 
+/// A version-2 node chunk as stored (key `0xfe ‖ end`, value `start ‖ hashes`), read by the layout
+/// documented in `sammen_audit::store`, independently of the code that writes it.
+struct NodeChunk {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    start: u64,
+    end: u64,
+}
+
+impl NodeChunk {
+    /// Byte offset of node `(level, index)`'s hash in the value, if this chunk stores it.
+    fn place(&self, level: u8, index: u64) -> Option<usize> {
+        let mut at = 8;
+        for l in 0..64u8 {
+            let (lo, hi) = (self.start >> l, self.end >> l);
+            if l == 0 || l > 3 {
+                if l == level {
+                    return (lo..hi)
+                        .contains(&index)
+                        .then(|| at + 32 * (index - lo) as usize);
+                }
+                at += 32 * hi.saturating_sub(lo) as usize;
+            }
+        }
+        None
+    }
+}
+
+fn node_chunks<S: Store>(s: &S) -> Vec<NodeChunk> {
+    s.range(trees::NODES, &[0xfe], Some(&[0xff]), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(key, value)| NodeChunk {
+            start: u64::from_be_bytes(value[..8].try_into().unwrap()),
+            end: u64::from_be_bytes(key[1..9].try_into().unwrap()),
+            key,
+            value,
+        })
+        .collect()
+}
+
+/// A node: level, index, hash.
+type Node = (u8, u64, Hash);
+
+/// Every node the version-2 chunks stand for, per chunk, sorted by (level, index): the stored ones and
+/// levels 1–3 recomputed from level 0 (children may lie in an earlier chunk).
+fn chunk_nodes<S: Store>(s: &S) -> Vec<(NodeChunk, Vec<Node>)> {
+    let chunks = node_chunks(s);
+    let mut all = std::collections::BTreeMap::new();
+    for c in &chunks {
+        for i in c.start..c.end {
+            let at = c.place(0, i).unwrap();
+            all.insert((0u8, i), <Hash>::try_from(&c.value[at..at + 32]).unwrap());
+        }
+    }
+    for l in 1..=3u8 {
+        for c in &chunks {
+            for i in c.start >> l..c.end >> l {
+                let h = node_hash(&all[&(l - 1, 2 * i)], &all[&(l - 1, 2 * i + 1)]);
+                all.insert((l, i), h);
+            }
+        }
+    }
+    chunks
+        .into_iter()
+        .map(|c| {
+            let mut nodes = Vec::new();
+            for l in 0..64u8 {
+                for i in c.start >> l..c.end >> l {
+                    let h = match c.place(l, i) {
+                        Some(at) => <Hash>::try_from(&c.value[at..at + 32]).unwrap(),
+                        None => all[&(l, i)],
+                    };
+                    nodes.push((l, i, h));
+                }
+            }
+            (c, nodes)
+        })
+        .collect()
+}
+
 /// A data dir of the earlier layout (one key per node, no chunks) still opens, verifies and proves; new
 /// checkpoints then add chunks beside the old keys.
 #[test]
@@ -1004,17 +1177,21 @@ fn logs_with_one_key_per_node_keep_working() {
     fresh_fjall(&d, 6);
     {
         let s = reopen(&d);
-        let chunks = s.range(trees::NODES, &[0xff], None, usize::MAX).unwrap();
+        let chunks = chunk_nodes(&s);
         assert!(chunks.len() > 1, "several checkpoints, several chunks");
         let mut b = Batch::new();
-        for (k, v) in chunks {
-            for e in v[8..].chunks(41) {
-                b.put(trees::NODES, e[..9].to_vec(), e[9..].to_vec());
+        for (c, nodes) in chunks {
+            for (l, i, h) in nodes {
+                b.put(
+                    trees::NODES,
+                    [&[l][..], &i.to_be_bytes()].concat(),
+                    h.to_vec(),
+                );
             }
-            b.delete(trees::NODES, k);
+            b.delete(trees::NODES, c.key);
         }
         s.commit(b).unwrap();
-        assert!(s.range(trees::NODES, &[0xff], None, 1).unwrap().is_empty());
+        assert!(s.range(trees::NODES, &[0xfe], None, 1).unwrap().is_empty());
     }
     verify_now(&d).unwrap();
     {
@@ -1027,9 +1204,76 @@ fn logs_with_one_key_per_node_keep_working() {
     drop(log);
     verify_now(&d).unwrap();
     let s = reopen(&d);
-    assert!(!s.range(trees::NODES, &[0xff], None, 1).unwrap().is_empty());
+    assert!(!node_chunks(&s).is_empty());
     let doc = prove_store(&s, &msg_id(1)).unwrap();
     check_proof(&doc, &key(1).verifying_key()).unwrap();
+}
+
+/// A data dir whose chunks name every node (`0xff ‖ end`: start, then `level ‖ index ‖ hash` entries,
+/// written before version 2) still opens, verifies, proves and detects damage; new checkpoints then
+/// add version-2 chunks after them, and lookups find each node in whichever holds it.
+#[test]
+fn logs_with_named_node_chunks_keep_working() {
+    let d = dirs();
+    fresh_fjall(&d, 6);
+    let named = |s: &FjallStore| s.range(trees::NODES, &[0xff], None, usize::MAX).unwrap();
+    {
+        let s = reopen(&d);
+        let chunks = chunk_nodes(&s);
+        assert!(chunks.len() > 1, "several checkpoints, several chunks");
+        let mut b = Batch::new();
+        for (c, nodes) in chunks {
+            let mut v = c.start.to_be_bytes().to_vec();
+            for (l, i, h) in nodes {
+                v.push(l);
+                v.extend_from_slice(&i.to_be_bytes());
+                v.extend_from_slice(&h);
+            }
+            b.put(
+                trees::NODES,
+                [&[0xff][..], &c.end.to_be_bytes()].concat(),
+                v,
+            );
+            b.delete(trees::NODES, c.key);
+        }
+        s.commit(b).unwrap();
+        assert!(node_chunks(&s).is_empty());
+    }
+    verify_now(&d).unwrap();
+    let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+    write_log(&log, 5);
+    drop(log);
+    verify_now(&d).unwrap();
+    let s = reopen(&d);
+    assert!(
+        !node_chunks(&s).is_empty(),
+        "new checkpoints write version 2"
+    );
+    for m in [1, 2, 4] {
+        let doc = prove_store(&s, &msg_id(m)).unwrap();
+        check_proof(&doc, &key(1).verifying_key()).unwrap();
+    }
+    // An interior node inside a named chunk changed is still named.
+    let (k, mut v) = named(&s)
+        .into_iter()
+        .find(|(_, v)| {
+            v[8..]
+                .chunks(41)
+                .any(|e| e[0] == 2 && e[1..9] == 1u64.to_be_bytes())
+        })
+        .expect("node (2, 1) in a named chunk");
+    let at = 8 + v[8..]
+        .chunks(41)
+        .position(|e| e[0] == 2 && e[1..9] == 1u64.to_be_bytes())
+        .unwrap()
+        * 41;
+    v[at + 20] ^= 1;
+    put(&s, trees::NODES, k, v);
+    drop(s);
+    assert_eq!(
+        finding(verify_now(&d)),
+        Finding::BadNode { level: 2, index: 1 }
+    );
 }
 
 #[test]

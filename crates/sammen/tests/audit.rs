@@ -236,7 +236,7 @@ fn verify_prove_check_proof_and_tamper() {
             .unwrap()
             .unwrap();
         // The outcome byte of the binary leaf: still a well-formed leaf, another one.
-        assert_eq!(leaf[0], 2);
+        assert_eq!(leaf[0], 3);
         leaf[9] = 12;
         let mut b = sammen_store::Batch::new();
         b.put(
