@@ -655,18 +655,33 @@ impl<'a, S: Store + ?Sized> LogNodes<'a, S> {
     /// The stored hash of node `(level, index)`, if any (a malformed chunk holds none). A node a
     /// version-2 chunk leaves out is the hash of its stored children.
     pub(crate) fn stored(&self, level: u8, index: u64) -> Result<Option<Hash>, AuditError> {
+        self.stored_from(level, index, true)
+    }
+
+    /// [`Self::stored`]; `own_key` first tries the node's own key. A left-out node's children skip it
+    /// when the chunk read last holds them: each child is also looked up by itself (by `verify`, and by
+    /// proofs), own key first, so a stray key under a child is still found and refused there.
+    fn stored_from(
+        &self,
+        level: u8,
+        index: u64,
+        own_key: bool,
+    ) -> Result<Option<Hash>, AuditError> {
         if let Some(h) = self.mem.and_then(|m| m.get(level, index)) {
             return Ok(Some(h));
-        }
-        if let Some(v) = self.store.get(trees::NODES, &node_key(level, index))? {
-            return Ok(<[u8; 32]>::try_from(v.as_slice()).ok());
         }
         let Some(leaf) = completing_leaf(level, index) else {
             return Ok(None);
         };
         let covers =
             |c: &Option<Chunk>| c.as_ref().is_some_and(|c| c.start <= leaf && leaf < c.end);
-        if !covers(&self.chunk.borrow()) {
+        let cached = covers(&self.chunk.borrow());
+        if own_key || !cached {
+            if let Some(v) = self.store.get(trees::NODES, &node_key(level, index))? {
+                return Ok(<[u8; 32]>::try_from(v.as_slice()).ok());
+            }
+        }
+        if !cached {
             // Chunk keys sort after every per-node key, version 2 before version 1 (which only older
             // logs hold, for their earlier leaves): the first of either at or after `leaf + 1` is the
             // one, if it starts at or before `leaf`.
@@ -700,8 +715,8 @@ impl<'a, S: Store + ?Sized> LogNodes<'a, S> {
             // Children are completed before their parent, so they lie in this chunk or an earlier one.
             Found::Children => {
                 let (Some(l), Some(r)) = (
-                    self.stored(level - 1, 2 * index)?,
-                    self.stored(level - 1, 2 * index + 1)?,
+                    self.stored_from(level - 1, 2 * index, false)?,
+                    self.stored_from(level - 1, 2 * index + 1, false)?,
                 ) else {
                     return Ok(None);
                 };
