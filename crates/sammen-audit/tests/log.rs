@@ -798,19 +798,24 @@ fn verify_names_each_tampering() {
         Finding::BadCheckpoint { problem, .. } if problem.contains("signed")
     ));
 
-    // a stored interior node changed
-    let d = dirs();
-    fresh_fjall(&d, 6);
-    put(
-        &reopen(&d),
-        trees::NODES,
-        [&[2u8][..], &1u64.to_be_bytes()].concat(),
-        vec![0; 32],
-    );
-    assert!(matches!(
-        finding(verify_now(&d)),
-        Finding::BadNode { level: 2, index: 1 }
-    ));
+    // a stray key for a node the chunks hold (left out and recomputed, or stored): the key is read
+    // first, so it is refused, also where the node is only read as a left-out node's child
+    for (level, index) in [(2u8, 1u64), (1, 0), (3, 0), (0, 2)] {
+        let d = dirs();
+        fresh_fjall(&d, 6);
+        put(
+            &reopen(&d),
+            trees::NODES,
+            [&[level][..], &index.to_be_bytes()].concat(),
+            vec![0; 32],
+        );
+        let f = finding(verify_now(&d));
+        if level == 0 {
+            assert!(matches!(f, Finding::BadLeaf { index: 2, .. }), "{f:?}");
+        } else {
+            assert_eq!(f, Finding::BadNode { level, index });
+        }
+    }
 
     // a hash inside a stored node chunk changed: a leaf hash (level 0) names the leaf, an interior one
     // the node
