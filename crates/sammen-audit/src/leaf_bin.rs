@@ -291,7 +291,8 @@ fn put_id(w: &mut Vec<u8>, s: &str) {
 const UUID_HYPHENS: [usize; 4] = [8, 13, 18, 23];
 
 /// The 16 bytes of a UUID in canonical text; `None` for any other text (upper case, braces, no hyphens).
-/// By hand: the `uuid` crate also accepts those other forms, and both directions must be exact here.
+/// By hand: the `uuid` crate and `sammen_model::check_uuid` also accept those other forms (either
+/// case, `urn:uuid:`), and both directions must be exact here.
 fn uuid_raw(s: &str) -> Option<[u8; 16]> {
     let b = s.as_bytes();
     if b.len() != 36 || UUID_HYPHENS.iter().any(|&i| b[i] != b'-') {

@@ -262,8 +262,10 @@ fn completing_leaf(level: u8, index: u64) -> Option<u64> {
 struct Chunk {
     start: u64,
     end: u64,
-    /// Version 2 (hashes only, levels `1..=SKIPPED_LEVELS` left out) or 1 (named entries).
-    v2: bool,
+    /// Version 2 (hashes only, levels `1..=SKIPPED_LEVELS` left out): where each stored level begins
+    /// ([`v2_offsets`], worked out once per chunk read, not per lookup); `None` for version 1 (named
+    /// entries).
+    v2: Option<Vec<(u8, u64)>>,
     entries: Vec<u8>,
 }
 
@@ -278,11 +280,20 @@ enum Found {
 }
 
 impl Chunk {
+    /// A chunk of the leaves `[start, end)` as read back; `v2` says which layout `entries` has.
+    fn new(start: u64, end: u64, v2: bool, entries: Vec<u8>) -> Self {
+        Chunk {
+            start,
+            end,
+            v2: v2.then(|| v2_offsets(start, end)),
+            entries,
+        }
+    }
+
     fn find(&self, level: u8, index: u64) -> Found {
-        let found = if self.v2 {
-            self.find_v2(level, index)
-        } else {
-            self.find_v1(level, index)
+        let found = match &self.v2 {
+            Some(offsets) => self.find_v2(offsets, level, index),
+            None => self.find_v1(level, index),
         };
         match found {
             Some(f) => f,
@@ -290,7 +301,7 @@ impl Chunk {
         }
     }
 
-    fn find_v2(&self, level: u8, index: u64) -> Option<Found> {
+    fn find_v2(&self, offsets: &[(u8, u64)], level: u8, index: u64) -> Option<Found> {
         let (lo, hi) = (
             self.start.checked_shr(level.into())?,
             self.end.checked_shr(level.into())?,
@@ -301,7 +312,6 @@ impl Chunk {
         if !v2_stores(level) {
             return Some(Found::Children);
         }
-        let offsets = v2_offsets(self.start, self.end);
         let total = offsets.last()?.1;
         if self.entries.len() as u64 != 32 * total {
             return None;
@@ -692,11 +702,9 @@ impl<'a, S: Store + ?Sized> LogNodes<'a, S> {
                 chunk = found.into_iter().next().and_then(|(k, v)| {
                     let end = u64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
                     let start = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-                    (k.first() == Some(&tag)).then(|| Chunk {
-                        start,
-                        end,
-                        v2: tag == NODE_CHUNK_V2,
-                        entries: v.get(8..).map(<[u8]>::to_vec).unwrap_or_default(),
+                    (k.first() == Some(&tag)).then(|| {
+                        let entries = v.get(8..).map(<[u8]>::to_vec).unwrap_or_default();
+                        Chunk::new(start, end, tag == NODE_CHUNK_V2, entries)
                     })
                 });
                 if covers(&chunk) {
@@ -1428,12 +1436,7 @@ mod tests {
                 want.extend_from_slice(h);
             }
             assert_eq!(v, want, "chunk of leaves [{from}, {})", from + n);
-            let chunk = Chunk {
-                start: from,
-                end: from + n,
-                v2: false,
-                entries: v[8..].to_vec(),
-            };
+            let chunk = Chunk::new(from, from + n, false, v[8..].to_vec());
             for (&(l, i), h) in &map {
                 assert_eq!(mem.get(l, i), Some(*h), "({l}, {i})");
                 assert_eq!(chunk.find(l, i), Found::Hash(*h), "({l}, {i})");
@@ -1461,12 +1464,7 @@ mod tests {
                 }
             }
             assert_eq!(v, want, "chunk of leaves [{from}, {})", from + n);
-            let chunk = Chunk {
-                start: from,
-                end: from + n,
-                v2: true,
-                entries: v[8..].to_vec(),
-            };
+            let chunk = Chunk::new(from, from + n, true, v[8..].to_vec());
             for (&(l, i), h) in &map {
                 let want = if (1..=3).contains(&l) {
                     Found::Children
@@ -1487,10 +1485,7 @@ mod tests {
             // A chunk one hash short or long is malformed: it holds nothing.
             let longer = [&v[8..], &[0u8; 32][..]].concat();
             for entries in [&v[8..v.len() - 1], &longer[..]] {
-                let bad = Chunk {
-                    entries: entries.to_vec(),
-                    ..chunk
-                };
+                let bad = Chunk::new(from, from + n, true, entries.to_vec());
                 assert_eq!(bad.find(0, from), Found::Missing);
             }
         }
@@ -1526,11 +1521,8 @@ mod tests {
         }
         store.commit(b).unwrap();
         let nodes = LogNodes::new(&store, None);
-        for (&(l, i), h) in &all {
-            assert_eq!(nodes.stored(l, i).unwrap(), Some(*h), "({l}, {i})");
-        }
-        // Walked backwards too, so every lookup misses the cached chunk.
-        for (&(l, i), h) in all.iter().rev() {
+        // Walked forwards, then backwards, so lookups also miss the cached chunk.
+        for (&(l, i), h) in all.iter().chain(all.iter().rev()) {
             assert_eq!(nodes.stored(l, i).unwrap(), Some(*h), "({l}, {i})");
         }
         assert_eq!(nodes.stored(0, 130).unwrap(), None);
