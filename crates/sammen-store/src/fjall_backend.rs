@@ -20,6 +20,16 @@ fn err(e: &fjall::Error) -> StoreError {
     StoreError::from_engine(NAME, e)
 }
 
+/// Background workers (flushes, compactions) per store: fjall's own default, one per core and at most
+/// four, but never fewer than two. Why not one: fjall 3.1's workers share one bounded mailbox, and a lone
+/// worker can block for good on a send into it when writers have filled it (fjall-rs/fjall#323); with two,
+/// one also keeps flushing while the other compacts.
+pub fn fjall_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(2, 4)
+}
+
 /// The fjall engine.
 pub struct FjallBackend {
     db: Database,
@@ -49,6 +59,7 @@ impl Backend for FjallBackend {
         // We persist explicitly per group; no background fsync timer is needed.
         let db = Database::builder(path)
             .manual_journal_persist(true)
+            .worker_threads(fjall_worker_threads())
             .open()
             .map_err(|e| err(&e))?;
         // fjall keeps up to one active and four sealed memtables per keyspace (64 MiB each by default)

@@ -33,6 +33,12 @@
 //!   the inode (the size changes), so it costs about the same, and `SyncAll` also covers the journal file
 //!   fresh after a rotation.
 //!
+//! ## fjall's background workers
+//! fjall 3.1.13 is built from a patched copy (`vendor/fjall`, why in `vendor/README.md`): its first worker
+//! hands compaction requests back to the shared mailbox, and without a pause it took them straight back in
+//! a hot loop for as long as the other worker compacted (test `tests/fjall_workers.rs`). A store runs at
+//! least two workers ([`fjall_worker_threads`]).
+//!
 //! ## Failure and recovery
 //! Disk full and I/O errors come back as a typed [`StoreError`] (`DiskFull`, `Io`, ...), never a panic. After
 //! a failed group the engine's in-memory state can no longer be trusted (sled latches a global error, fjall
@@ -62,7 +68,7 @@ mod sled_backend;
 
 use std::collections::BTreeMap;
 
-pub use fjall_backend::FjallBackend;
+pub use fjall_backend::{fjall_worker_threads, FjallBackend, MEMTABLE as FJALL_MEMTABLE};
 pub use group::{GroupStore, Ticket, MAX_GROUP_BATCHES, MAX_GROUP_BYTES};
 pub use sled_backend::SledBackend;
 
