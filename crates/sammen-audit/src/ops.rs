@@ -27,8 +27,8 @@ use crate::leaf::{hex, rotation_message, unhex, Event, Leaf, LeafIndex, PatientK
 use crate::proof::{verify_consistency, verify_inclusion};
 use crate::runs;
 use crate::store::{
-    decode_gaps, decode_u64, index_prefix, trees, LogNodes, META_NODES_SIZE, POSTINGS,
-    POSTINGS_GAPS,
+    decode_gaps, decode_u64, index_prefix, trees, LogNodes, META_INDEX_SIZE, META_NODES_SIZE,
+    POSTINGS, POSTINGS_GAPS,
 };
 use crate::tree::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
@@ -459,18 +459,22 @@ fn time_hits<S: Store + ?Sized>(
     Ok(out)
 }
 
-/// Indices of the leaves after the stored tree (not yet in the index).
+/// Indices of the leaves not yet in the posting lists: from `index_size` on (`nodes_size` in logs written
+/// before the index had its own mark, whose lists always covered the stored tree).
 fn tail<S: Store + ?Sized>(store: &S) -> Result<Vec<u64>, AuditError> {
-    let nodes_size = store
-        .get(trees::META, META_NODES_SIZE)?
-        .and_then(|v| decode_u64(&v))
-        .unwrap_or(0);
+    let mark = |key: &[u8]| -> Result<Option<u64>, AuditError> {
+        Ok(store.get(trees::META, key)?.and_then(|v| decode_u64(&v)))
+    };
+    let from = match mark(META_INDEX_SIZE)? {
+        Some(i) => i,
+        None => mark(META_NODES_SIZE)?.unwrap_or(0),
+    };
     let mut out = Vec::new();
     // A damaged entry is verify's business: search lists what it can read before it. A store error
     // is not damage and is passed on.
     match runs::for_each(
         store,
-        nodes_size,
+        from,
         |i, _| {
             out.push(i);
             Ok(())

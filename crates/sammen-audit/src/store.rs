@@ -10,6 +10,7 @@
 //! | `audit_nodes` | level (u8) ‖ index (u64 BE) | 32-byte hash of that perfect subtree (older logs) |
 //! | `audit_checkpoints` | seq (u64 BE) | signed checkpoint note text |
 //! | `audit_meta` | `nodes_size` | u64 BE: the tree size the stored nodes cover (= last checkpoint's) |
+//! | `audit_meta` | `index_size` | u64 BE: the leaves the posting lists cover (≤ `nodes_size`; absent in older logs: = `nodes_size`) |
 //! | `audit_meta` | `key` ‖ seq (u64 BE) | 32-byte Ed25519 public key, seq 0 = genesis key |
 //! | `audit_index` | `}` ‖ `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ first (u64 BE) | indices as LEB128 gaps, the first from `first`: message id, GLN, SOR, patient |
 //! | `audit_index` | `~` ‖ `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ first | indices (u64 BE each): the same (older logs) |
@@ -39,6 +40,13 @@
 //! per checkpoint is a few keys. A list holds its indices as LEB128 gaps (`}` keys): one or two bytes
 //! an index instead of eight. Logs written before this carry lists of u64 indices (`~`) or one key per
 //! leaf (no `~`); search reads all three, so those data dirs keep working unchanged.
+//!
+//! The periodic checkpoint writes the lists only once [`INDEX_WINDOW`] leaves wait for them (an explicit
+//! one, e.g. at shutdown, always does, even with nothing new to sign), and `index_size` marks how far
+//! they reach; search reads every leaf from there on. Why: a message's leaves that fall in two windows
+//! cost two message-id keys, and under load its `published` leaf usually lands a checkpoint after its
+//! `accepted` one. The waiting leaves' search keys are kept in memory and rebuilt at open from the leaves
+//! between `index_size` and the tree's end.
 //!
 //! ## Staging: no change without its leaf, no leaf without its change
 //! A caller adds the leaf's puts to the very [`Batch`] that carries its state change
@@ -96,6 +104,16 @@ pub mod trees {
 }
 
 pub(crate) const META_NODES_SIZE: &[u8] = b"nodes_size";
+/// Leaves below this are in the search index's posting lists; absent in logs written before it, whose
+/// index always covered `nodes_size`.
+pub(crate) const META_INDEX_SIZE: &[u8] = b"index_size";
+/// The periodic checkpoint ([`AuditLog::maybe_checkpoint`]) writes posting lists only once this many
+/// leaves wait for them (an explicit checkpoint always writes them). Why: a list is one key per value per
+/// window, and a message's leaves that fall in two windows (its `published` leaf lands a checkpoint after
+/// its `accepted` one under load) cost two message-id keys; those keys were about a third of the audit's
+/// instructions per message (`examples/audit_instructions`). The bound on memory (the waiting leaves'
+/// search keys, about 150 bytes each) and on the search tail (read leaf by leaf) is this constant.
+pub(crate) const INDEX_WINDOW: usize = 16_384;
 pub(crate) const META_KEY_PREFIX: &[u8] = b"key";
 
 pub(crate) fn u64_key(i: u64) -> [u8; 8] {
@@ -569,8 +587,11 @@ struct State {
     /// to `next` (staging appends, folding takes the front), so leaf `edge.size() + k` is entry `k`. A
     /// ring buffer, not a map: no node allocation and no search per leaf.
     pending: VecDeque<Staging>,
-    /// Folded leaves not yet in the search index (it is written with the next checkpoint).
+    /// Folded leaves not yet in the search index, from `index_size` on (written with a checkpoint once
+    /// [`INDEX_WINDOW`] wait, or with an explicit one).
     unindexed: Vec<(u64, IndexKeys)>,
+    /// Leaves below this are in the stored posting lists.
+    index_size: u64,
     last: Option<SignedCheckpoint>,
     next_seq: u64,
     keys: Vec<VerifyingKey>,
@@ -827,6 +848,28 @@ impl<S: Store> AuditLog<S> {
             .ok_or_else(|| AuditError::Config("bad node decomposition".into()))?;
         let mut mem = MemNodes::default();
         let mut unindexed = Vec::new();
+        let index_size = match store.get(trees::META, META_INDEX_SIZE)? {
+            Some(v) => decode_u64(&v)
+                .ok_or_else(|| AuditError::Config("malformed index_size".into()))?
+                .min(nodes_size),
+            None => nodes_size,
+        };
+        // Signed but not yet indexed: their search keys wait for the next posting lists. Damage here is
+        // verify's business (the broker started on such a log before this was read); indexing stops there.
+        let _ = runs::for_each(
+            &store,
+            index_size,
+            |i, v| {
+                if i >= nodes_size {
+                    return Err(AuditError::Gap(i)); // done: the rest is read below
+                }
+                if let Ok(leaf) = Leaf::decode(v) {
+                    unindexed.push((i, IndexKeys::of(&leaf)));
+                }
+                Ok(())
+            },
+            |i, _| AuditError::Gap(i),
+        );
         runs::for_each(
             &store,
             nodes_size,
@@ -880,6 +923,7 @@ impl<S: Store> AuditLog<S> {
                 mem,
                 pending: VecDeque::new(),
                 unindexed,
+                index_size,
                 last: last.map(|(_, c)| c),
                 next_seq,
                 keys,
@@ -1141,7 +1185,8 @@ impl<S: Store> AuditLog<S> {
                     && now_ms.saturating_sub(last_time) >= self.config.checkpoint_interval_ms)
         };
         if due {
-            self.checkpoint_at(now_ms)
+            let _one_at_a_time = lock(&self.checkpointing);
+            self.checkpoint_locked(now_ms, false)
         } else {
             Ok(None)
         }
@@ -1156,12 +1201,17 @@ impl<S: Store> AuditLog<S> {
     /// export it. `None` when nothing was appended since the last checkpoint.
     pub fn checkpoint_at(&self, now_ms: u64) -> Result<Option<SignedCheckpoint>, AuditError> {
         let _one_at_a_time = lock(&self.checkpointing);
-        self.checkpoint_locked(now_ms)
+        self.checkpoint_locked(now_ms, true)
     }
 
-    /// Caller holds `checkpointing`.
-    fn checkpoint_locked(&self, now_ms: u64) -> Result<Option<SignedCheckpoint>, AuditError> {
-        let (cp, nodes, seq, chunk) = {
+    /// Caller holds `checkpointing`. With `index_all`, or once [`INDEX_WINDOW`] leaves wait, the batch
+    /// also carries the posting lists of every leaf not yet indexed.
+    fn checkpoint_locked(
+        &self,
+        now_ms: u64,
+        index_all: bool,
+    ) -> Result<Option<SignedCheckpoint>, AuditError> {
+        let (cp, nodes, seq, chunk, index_size) = {
             let mut st = lock(&self.state);
             // Fill a hole left by a failed batch first, if the store takes writes again.
             self.settle_locked(&mut st, Vec::new(), Settle::Done);
@@ -1171,7 +1221,13 @@ impl<S: Store> AuditLog<S> {
             let size = st.edge.size();
             let last_size = st.last.as_ref().map_or(0, |c| c.checkpoint.size);
             if size == 0 || size == last_size {
-                return Ok(None);
+                if !index_all || st.unindexed.is_empty() {
+                    return Ok(None);
+                }
+                // Nothing new to sign, but signed leaves wait for the index (e.g. at shutdown).
+                let chunk = std::mem::take(&mut st.unindexed);
+                drop(st);
+                return self.write_index(chunk, size).map(|()| None);
             }
             // Checkpoint times never go backwards, even if the wall clock does.
             let floor = st.last.as_ref().map_or(0, |c| c.checkpoint.time_ms);
@@ -1181,12 +1237,16 @@ impl<S: Store> AuditLog<S> {
                 root: st.edge.root(),
                 time_ms: now_ms.max(floor),
             };
-            // Every folded leaf lies below `size`: the chunk is exactly the leaves this checkpoint adds
-            // to the index. Taken out so the lists are built without the lock writers need.
-            let chunk = std::mem::take(&mut st.unindexed);
+            // Every folded leaf lies below `size`: the chunk is exactly the leaves `[index_size, size)`.
+            // Taken out so the lists are built without the lock writers need.
+            let (chunk, index_size) = if index_all || st.unindexed.len() >= INDEX_WINDOW {
+                (std::mem::take(&mut st.unindexed), size)
+            } else {
+                (Vec::new(), st.index_size)
+            };
             // Every node in memory was completed by a folded leaf, so below `size`: all go in.
             let nodes = (st.mem.len(), st.mem.chunk(cp.size));
-            (cp, nodes, st.next_seq, chunk)
+            (cp, nodes, st.next_seq, chunk, index_size)
         };
         let signed = cp.sign(&lock(&self.signer));
         let mut batch = Batch::new();
@@ -1199,6 +1259,11 @@ impl<S: Store> AuditLog<S> {
             trees::META,
             META_NODES_SIZE.to_vec(),
             u64_key(cp.size).to_vec(),
+        );
+        batch.put(
+            trees::META,
+            META_INDEX_SIZE.to_vec(),
+            u64_key(index_size).to_vec(),
         );
         batch.put(
             trees::CHECKPOINTS,
@@ -1215,6 +1280,7 @@ impl<S: Store> AuditLog<S> {
         {
             let mut st = lock(&self.state);
             st.mem.drop_first(in_chunk);
+            st.index_size = index_size;
             st.next_seq = seq + 1;
             st.last = Some(signed.clone());
         }
@@ -1222,6 +1288,28 @@ impl<S: Store> AuditLog<S> {
             crate::export::export_checkpoint(dir, &signed)?;
         }
         Ok(Some(signed))
+    }
+
+    /// Store the posting lists of `chunk` (every leaf from the index's mark up to `size`) and move the
+    /// mark to `size`. Caller holds `checkpointing`.
+    fn write_index(&self, chunk: Vec<(u64, IndexKeys)>, size: u64) -> Result<(), AuditError> {
+        let mut batch = Batch::new();
+        for (k, v) in postings(&chunk) {
+            batch.put(trees::INDEX, k, v);
+        }
+        batch.put(
+            trees::META,
+            META_INDEX_SIZE.to_vec(),
+            u64_key(size).to_vec(),
+        );
+        if let Err(e) = self.store.commit(batch) {
+            let mut st = lock(&self.state);
+            let later = std::mem::replace(&mut st.unindexed, chunk);
+            st.unindexed.extend(later);
+            return Err(e.into());
+        }
+        lock(&self.state).index_size = size;
+        Ok(())
     }
 
     /// Rotate the checkpoint key: checkpoint with the old key, append a [`Event::KeyRotation`] leaf signed
@@ -1234,7 +1322,7 @@ impl<S: Store> AuditLog<S> {
     ) -> Result<SignedCheckpoint, AuditError> {
         // Held throughout, so the handover is the first checkpoint containing the rotation leaf.
         let _one_at_a_time = lock(&self.checkpointing);
-        self.checkpoint_locked(now_ms)?;
+        self.checkpoint_locked(now_ms, true)?;
         let new_pub = new_key.verifying_key();
         let sig =
             lock(&self.signer).sign(&rotation_message(&self.config.origin, new_pub.as_bytes()));
@@ -1255,7 +1343,7 @@ impl<S: Store> AuditLog<S> {
         );
         self.submit(batch, vec![ev])?.wait()?;
         let handover = self
-            .checkpoint_locked(now_ms)?
+            .checkpoint_locked(now_ms, true)?
             .ok_or_else(|| AuditError::Checkpoint("no handover checkpoint".into()))?;
         *lock(&self.signer) = new_key;
         lock(&self.state).keys.push(new_pub);

@@ -78,9 +78,16 @@ fn dirs() -> Dirs {
     }
 }
 
-/// Write `messages` messages, each: accepted (with its payload, same batch), published, acknowledged.
+/// Write `messages` messages, each: accepted (with its payload, same batch), published, acknowledged,
+/// then an explicit checkpoint.
 fn write_log<S: Store>(log: &AuditLog<S>, messages: u64) {
-    for i in 0..messages {
+    write_messages(log, 0..messages);
+    log.checkpoint_at(1_800_000_000_000).unwrap();
+}
+
+/// [`write_log`] without the closing explicit checkpoint: only the periodic ones.
+fn write_messages<S: Store>(log: &AuditLog<S>, messages: std::ops::Range<u64>) {
+    for i in messages {
         let mut batch = Batch::new();
         batch.put(
             trees::META,
@@ -104,7 +111,6 @@ fn write_log<S: Store>(log: &AuditLog<S>, messages: u64) {
         .unwrap();
         log.maybe_checkpoint(1_700_000_000_000 + i * 1000).unwrap();
     }
-    log.checkpoint_at(1_800_000_000_000).unwrap();
 }
 
 fn fresh_fjall(d: &Dirs, messages: u64) {
@@ -396,6 +402,62 @@ fn search_reads_posting_lists_per_leaf_keys_of_older_logs_and_the_unindexed_tail
     let s = reopen(&d);
     assert_eq!(hits(&s, &Search::MessageId(msg_id(7))), 1);
     assert_eq!(hits(&s, &Search::Gln(RECEIVER.into())), 13);
+}
+
+#[test]
+fn periodic_checkpoints_leave_the_index_to_its_window_and_search_still_finds_every_leaf() {
+    let d = dirs();
+    let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+    // 10 messages, 31 leaves: periodic checkpoints every 8 leaves, far below the index's window.
+    write_messages(&log, 0..10);
+    let index_size = |s: &FjallStore| {
+        let v = s.get(trees::META, b"index_size").unwrap().unwrap();
+        u64::from_be_bytes(v.try_into().unwrap())
+    };
+    let lists = |s: &FjallStore| s.scan_prefix(trees::INDEX, b"}", usize::MAX).unwrap();
+    let answers = |s: &FjallStore| {
+        [
+            hits(s, &Search::MessageId(msg_id(2))),
+            hits(s, &Search::MessageId(msg_id(9))),
+            hits(s, &Search::Gln(RECEIVER.into())),
+            hits(
+                s,
+                &Search::TimeRange {
+                    from_ms: 1_700_000_002_000,
+                    to_ms: 1_700_000_003_000,
+                },
+            ),
+        ]
+    };
+    {
+        let s = log.store();
+        let signed = exported(&d).unwrap().checkpoint.size;
+        assert!(signed >= 24, "periodic checkpoints were taken ({signed})");
+        assert!(lists(s).is_empty(), "no posting lists yet");
+        assert_eq!(index_size(s), 0);
+        // Every message's three leaves, each receiver leaf, found from the leaves themselves.
+        assert_eq!(answers(s), [3, 3, 30, 3]);
+        assert_eq!(prove_store(s, &msg_id(2)).unwrap().entries.len(), 3);
+    }
+    drop(log);
+    // Reopened, the signed but unindexed leaves wait again; an explicit checkpoint indexes them all.
+    let log = AuditLog::open(reopen(&d), config(&d.export), key(1)).unwrap();
+    assert_eq!(answers(log.store()), [3, 3, 30, 3]);
+    // Every leaf is signed already: this checkpoint signs nothing new and still writes the lists.
+    assert!(log.checkpoint_now().unwrap().is_none());
+    let s = log.store();
+    let size = exported(&d).unwrap().checkpoint.size;
+    assert_eq!(index_size(s), size);
+    let m2: Vec<_> = lists(s)
+        .into_iter()
+        .filter(|(k, _)| {
+            k.windows(msg_id(2).len())
+                .any(|w| w == msg_id(2).as_bytes())
+        })
+        .collect();
+    assert_eq!(m2.len(), 1, "one list for message 2's three leaves");
+    assert_eq!(answers(s), [3, 3, 30, 3]);
+    verify_store(s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
 }
 
 /// Rewrite the value lists (`}`, LEB128 gaps) the way logs written before them stored them: `~` keys,
