@@ -25,8 +25,8 @@
 //!   `checkpoint_interval_ms` small. Truncation of that unsigned tail is invisible too.
 //! - events the broker never recorded (a lying broker); the search index (`audit_index`) is a
 //!   convenience, not evidence: search and prove re-check every hit against the leaf itself. It is
-//!   written with each checkpoint, not with each leaf (see [`store`]); search reads the tail after the
-//!   last checkpoint from the leaves.
+//!   written with a checkpoint once enough leaves wait, and with every explicit one, never with each leaf
+//!   (see [`store`]); search reads the leaves after its mark (`index_size`) one by one.
 //!
 //! ## Invariants
 //! - Leaf `i` is stored under index `i`, or inside a run keyed by the run's last index: the run of its

@@ -112,7 +112,7 @@ pub(crate) const META_INDEX_SIZE: &[u8] = b"index_size";
 /// window, and a message's leaves that fall in two windows (its `published` leaf lands a checkpoint after
 /// its `accepted` one under load) cost two message-id keys; those keys were about a third of the audit's
 /// instructions per message (`examples/audit_instructions`). The bound on memory (the waiting leaves'
-/// search keys, about 150 bytes each) and on the search tail (read leaf by leaf) is this constant.
+/// search keys, about 200 bytes each) and on the search tail (read leaf by leaf) is this constant.
 pub(crate) const INDEX_WINDOW: usize = 16_384;
 pub(crate) const META_KEY_PREFIX: &[u8] = b"key";
 
