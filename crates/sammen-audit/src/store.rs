@@ -535,6 +535,18 @@ fn postings(leaves: &[(u64, IndexKeys)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
+/// `chunk`'s posting lists and the index's new mark (`size`; unchanged when `chunk` is empty).
+fn put_index(batch: &mut Batch, chunk: &[(u64, IndexKeys)], size: u64) {
+    for (k, v) in postings(chunk) {
+        batch.put(trees::INDEX, k, v);
+    }
+    batch.put(
+        trees::META,
+        META_INDEX_SIZE.to_vec(),
+        u64_key(size).to_vec(),
+    );
+}
+
 pub(crate) fn decode_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
@@ -1252,29 +1264,19 @@ impl<S: Store> AuditLog<S> {
         let mut batch = Batch::new();
         let (in_chunk, (k, v)) = nodes;
         batch.put(trees::NODES, k, v);
-        for (k, v) in postings(&chunk) {
-            batch.put(trees::INDEX, k, v);
-        }
         batch.put(
             trees::META,
             META_NODES_SIZE.to_vec(),
             u64_key(cp.size).to_vec(),
         );
-        batch.put(
-            trees::META,
-            META_INDEX_SIZE.to_vec(),
-            u64_key(index_size).to_vec(),
-        );
+        put_index(&mut batch, &chunk, index_size);
         batch.put(
             trees::CHECKPOINTS,
             u64_key(seq).to_vec(),
             signed.text.clone().into_bytes(),
         );
         if let Err(e) = self.store.commit(batch) {
-            // Not indexed after all: back in front of what folded meanwhile, for the next checkpoint.
-            let mut st = lock(&self.state);
-            let later = std::mem::replace(&mut st.unindexed, chunk);
-            st.unindexed.extend(later);
+            self.unindex(chunk);
             return Err(e.into());
         }
         {
@@ -1294,22 +1296,21 @@ impl<S: Store> AuditLog<S> {
     /// mark to `size`. Caller holds `checkpointing`.
     fn write_index(&self, chunk: Vec<(u64, IndexKeys)>, size: u64) -> Result<(), AuditError> {
         let mut batch = Batch::new();
-        for (k, v) in postings(&chunk) {
-            batch.put(trees::INDEX, k, v);
-        }
-        batch.put(
-            trees::META,
-            META_INDEX_SIZE.to_vec(),
-            u64_key(size).to_vec(),
-        );
+        put_index(&mut batch, &chunk, size);
         if let Err(e) = self.store.commit(batch) {
-            let mut st = lock(&self.state);
-            let later = std::mem::replace(&mut st.unindexed, chunk);
-            st.unindexed.extend(later);
+            self.unindex(chunk);
             return Err(e.into());
         }
         lock(&self.state).index_size = size;
         Ok(())
+    }
+
+    /// A batch with `chunk`'s lists failed: not indexed after all, so back in front of what folded
+    /// meanwhile, for the next index write.
+    fn unindex(&self, chunk: Vec<(u64, IndexKeys)>) {
+        let mut st = lock(&self.state);
+        let later = std::mem::replace(&mut st.unindexed, chunk);
+        st.unindexed.extend(later);
     }
 
     /// Rotate the checkpoint key: checkpoint with the old key, append a [`Event::KeyRotation`] leaf signed
