@@ -44,12 +44,14 @@
 //! ## Modules
 //! [`tree`] hashing and proof generation · [`proof`] verification · [`leaf`] events and encoding ·
 //! [`checkpoint`] signed notes · [`keys`] key files · [`store`] the durable log · [`runs`] a batch's
-//! leaves under one key · [`export`] atomic export · [`ops`] the CLI operations.
+//! leaves under one key · `index` the search index's posting lists · [`export`] atomic export ·
+//! [`ops`] the CLI operations.
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
 mod error;
 pub mod export;
+mod index;
 pub mod keys;
 pub mod leaf;
 pub mod leaf_bin;

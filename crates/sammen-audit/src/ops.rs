@@ -22,14 +22,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::error::{AuditError, Finding};
+use crate::index::{
+    bucket_indices, bucket_prefix, decode_gaps, hashed_tag, index_prefix, value_hash, POSTINGS,
+    POSTINGS_GAPS,
+};
 use crate::keys::{fingerprint, load_public_key};
 use crate::leaf::{hex, rotation_message, unhex, Event, Leaf, LeafIndex, PatientKey};
 use crate::proof::{verify_consistency, verify_inclusion};
 use crate::runs;
-use crate::store::{
-    decode_gaps, decode_u64, index_prefix, trees, LogNodes, META_INDEX_SIZE, META_NODES_SIZE,
-    POSTINGS, POSTINGS_GAPS,
-};
+use crate::store::{decode_u64, trees, LogNodes, META_INDEX_SIZE, META_NODES_SIZE};
 use crate::tree::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
 /// Format tag of [`ProofDocument`] as written today: each leaf's bytes in base64, and the leaf decoded.
@@ -423,6 +424,25 @@ fn prefix_hits<S: Store + ?Sized>(store: &S, prefix: &[u8]) -> Result<Vec<u64>, 
     Ok(out)
 }
 
+/// Leaf indices under `value` of `tag` (`m`, `g`, `s`, `p`): its hashed bucket lists (message id,
+/// patient) and everything [`prefix_hits`] reads. Callers re-check each leaf (a hash may collide).
+fn value_hits<S: Store + ?Sized>(store: &S, tag: u8, value: &str) -> Result<Vec<u64>, AuditError> {
+    let mut out = prefix_hits(store, &index_prefix(tag, value))?;
+    if let Some(hashed) = hashed_tag(tag) {
+        let h = value_hash(value);
+        let prefix = bucket_prefix(hashed, h);
+        // One list a window: `prefix ‖ first`.
+        for (k, v) in store.scan_prefix(trees::INDEX, &prefix, usize::MAX)? {
+            if let Some(first) = k.get(prefix.len()..).and_then(decode_u64) {
+                out.extend(bucket_indices(first, &v, h));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+    Ok(out)
+}
+
 /// Leaf indices with a time in `[from_ms, to_ms)` or a chunk that may hold one, plus the unindexed tail.
 fn time_hits<S: Store + ?Sized>(
     store: &S,
@@ -505,7 +525,7 @@ pub fn prove_store<S: Store + ?Sized>(
     let nodes = LogNodes::new(store, None);
     let mut entries = Vec::new();
     let mut pending = Vec::new();
-    for i in prefix_hits(store, &index_prefix(b'm', message_id))? {
+    for i in value_hits(store, b'm', message_id)? {
         let Some(bytes) = leaf_bytes(store, i)? else {
             continue;
         };
@@ -706,10 +726,10 @@ pub fn search_store<S: Store + ?Sized>(
     query: &Search,
 ) -> Result<Vec<(LeafIndex, Leaf)>, AuditError> {
     let hits = match query {
-        Search::MessageId(m) => prefix_hits(store, &index_prefix(b'm', m))?,
-        Search::Gln(g) => prefix_hits(store, &index_prefix(b'g', g))?,
-        Search::Sor(s) => prefix_hits(store, &index_prefix(b's', s))?,
-        Search::Cpr { cpr, key } => prefix_hits(store, &index_prefix(b'p', &key.pseudonym(cpr)))?,
+        Search::MessageId(m) => value_hits(store, b'm', m)?,
+        Search::Gln(g) => value_hits(store, b'g', g)?,
+        Search::Sor(s) => value_hits(store, b's', s)?,
+        Search::Cpr { cpr, key } => value_hits(store, b'p', &key.pseudonym(cpr))?,
         Search::TimeRange { from_ms, to_ms } => time_hits(store, *from_ms, *to_ms)?,
     };
     let pseudonym = match query {

@@ -12,7 +12,8 @@
 //! | `audit_meta` | `nodes_size` | u64 BE: the tree size the stored nodes cover (= last checkpoint's) |
 //! | `audit_meta` | `index_size` | u64 BE: the leaves the posting lists cover (≤ `nodes_size`; absent in older logs: = `nodes_size`) |
 //! | `audit_meta` | `key` ‖ seq (u64 BE) | 32-byte Ed25519 public key, seq 0 = genesis key |
-//! | `audit_index` | `}` ‖ `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ first (u64 BE) | indices as LEB128 gaps, the first from `first`: message id, GLN, SOR, patient |
+//! | `audit_index` | `}` ‖ `g`/`s` ‖ len (u16 BE) ‖ value ‖ first (u64 BE) | indices as LEB128 gaps, the first from `first`: GLN, SOR (and message id `m`, patient `p` in older logs) |
+//! | `audit_index` | `}` ‖ `M`/`P` ‖ bucket (u8) ‖ first (u64 BE) | message ids, patients hashed into 256 buckets: per value, `hash (low 32 bits of XXH3-64, BE) ‖ count (LEB128) ‖ indices as LEB128 gaps from first` (see `index`) |
 //! | `audit_index` | `~` ‖ `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ first | indices (u64 BE each): the same (older logs) |
 //! | `audit_index` | `~t` ‖ latest time_ms (u64 BE) ‖ first | earliest time_ms ‖ end (u64 BE each): time |
 //! | `audit_index` | `m`/`g`/`s`/`p` ‖ len (u16 BE) ‖ value ‖ index | (empty): the same, one key per leaf (older logs) |
@@ -38,8 +39,11 @@
 //! index is a convenience, not evidence, and five keys per leaf in the accept batch (each a memtable
 //! insert in the committer) were most of the audit's cost on the accept path, while one list per value
 //! per checkpoint is a few keys. A list holds its indices as LEB128 gaps (`}` keys): one or two bytes
-//! an index instead of eight. Logs written before this carry lists of u64 indices (`~`) or one key per
-//! leaf (no `~`); search reads all three, so those data dirs keep working unchanged.
+//! an index instead of eight. Message ids and patients, nearly unique per message, go into 256 hashed
+//! buckets a window instead of one list per value (one key per message was still about a sixth of the
+//! audit's instructions). Logs written before this carry one list per message id and patient, lists of
+//! u64 indices (`~`) or one key per leaf (no `~`); search reads all of them, so those data dirs keep
+//! working unchanged.
 //!
 //! The periodic checkpoint writes the lists only once [`INDEX_WINDOW`] leaves wait for them (an explicit
 //! one, e.g. at shutdown, always does, even with nothing new to sign), and `index_size` marks how far
@@ -80,6 +84,7 @@ use sammen_store::{Batch, Store, Ticket};
 
 use crate::checkpoint::{key_hash, Checkpoint, SignedCheckpoint};
 use crate::error::{AuditError, Finding};
+use crate::index::{postings, IndexKeys};
 use crate::keys::fingerprint;
 use crate::leaf::{rotation_message, Event, Leaf, LeafEvent, LeafIndex, Outcome, PatientKey};
 use crate::runs;
@@ -364,116 +369,6 @@ pub(crate) fn meta_key_entry(seq: u64) -> Vec<u8> {
     [META_KEY_PREFIX, &seq.to_be_bytes()].concat()
 }
 
-/// `prefix ‖ len ‖ value` (the search key without the leaf index).
-pub(crate) fn index_prefix(tag: u8, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(3 + value.len() + 8);
-    push_index_prefix(&mut k, tag, value);
-    k
-}
-
-/// Append [`index_prefix`] to `out` (a value longer than `u16::MAX` is cut there).
-fn push_index_prefix(out: &mut Vec<u8>, tag: u8, value: &str) {
-    let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
-    out.push(tag);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&value.as_bytes()[..usize::from(len)]);
-}
-
-/// First byte of the time list's keys, and of the value lists of older logs (indices as u64 BE).
-pub(crate) const POSTINGS: u8 = b'~';
-/// First byte of the value lists' keys: indices as LEB128 gaps ([`encode_gaps`]).
-pub(crate) const POSTINGS_GAPS: u8 = b'}';
-
-/// A posting list's indices (ascending, at least `first`) as LEB128 gaps: the first from `first`, each
-/// next from the one before. Why: a list's indices are close together (a message's three leaves, or
-/// every leaf of one GLN), so most gaps take one or two bytes instead of eight; the GLN and patient lists
-/// were most of the index's bytes.
-fn encode_gaps(first: u64, indices: impl Iterator<Item = u64>, out: &mut Vec<u8>) {
-    let mut prev = first;
-    for i in indices {
-        // `Vec`'s `Write` cannot fail.
-        let _ = leb128::write::unsigned(out, i.saturating_sub(prev));
-        prev = i;
-    }
-}
-
-/// The indices of a list [`encode_gaps`] wrote; stops at the first malformed or overflowing gap (the
-/// index is a convenience, not evidence: callers re-read every leaf it names).
-pub(crate) fn decode_gaps(first: u64, mut v: &[u8]) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut at = first;
-    while !v.is_empty() {
-        let Some(next) = leb128::read::unsigned(&mut v)
-            .ok()
-            .and_then(|gap| at.checked_add(gap))
-        else {
-            break;
-        };
-        out.push(next);
-        at = next;
-    }
-    out
-}
-
-/// A leaf's search keys without the leaf index (which is only known under the lock): the
-/// [`index_prefix`]es (self-delimiting) back to back, and the leaf's time. Flat, so a leaf costs one
-/// allocation here instead of one per key; the log keeps these for every leaf until the next checkpoint.
-#[derive(Debug, Default)]
-pub(crate) struct IndexKeys {
-    flat: Vec<u8>,
-    time_ms: Option<u64>,
-}
-
-impl IndexKeys {
-    /// The keys of `leaf`, each value once.
-    pub(crate) fn of(leaf: &Leaf) -> Self {
-        let mut keys = IndexKeys {
-            flat: Vec::with_capacity(160),
-            time_ms: Some(leaf.time_ms),
-        };
-        if let Some(m) = &leaf.message_id {
-            keys.add(b'm', m);
-        }
-        for p in [&leaf.sender, &leaf.receiver].into_iter().flatten() {
-            if let Some(g) = &p.gln {
-                keys.add(b'g', g);
-            }
-            if let Some(s) = &p.sor {
-                keys.add(b's', s);
-            }
-        }
-        if let Some(p) = &leaf.patient {
-            keys.add(b'p', p);
-        }
-        keys
-    }
-
-    /// Appends in place and takes it back if the value is already there: no allocation per key, which
-    /// showed in profiles of the accept path (three leaves a message, five keys each).
-    fn add(&mut self, tag: u8, value: &str) {
-        let at = self.flat.len();
-        push_index_prefix(&mut self.flat, tag, value);
-        let (have, new) = self.flat.split_at(at);
-        if Self::split(have).any(|k| k == new) {
-            self.flat.truncate(at);
-        }
-    }
-
-    /// Each `tag ‖ len ‖ value`.
-    fn prefixes(&self) -> impl Iterator<Item = &[u8]> {
-        Self::split(&self.flat)
-    }
-
-    fn split(mut rest: &[u8]) -> impl Iterator<Item = &[u8]> {
-        std::iter::from_fn(move || {
-            let len = usize::from(u16::from_be_bytes(rest.get(1..3)?.try_into().ok()?));
-            let (k, tail) = rest.split_at_checked(3 + len)?;
-            rest = tail;
-            Some(k)
-        })
-    }
-}
-
 /// A leaf encoded and hashed outside the log's lock (the costly part of staging).
 struct Prepared {
     bytes: Vec<u8>,
@@ -489,50 +384,6 @@ fn prepare_leaf(leaf: &Leaf) -> Prepared {
         keys: IndexKeys::of(leaf),
         bytes,
     }
-}
-
-/// The posting lists for `leaves` (index, key prefixes), in index order: one put per value, one for time.
-fn postings(leaves: &[(u64, IndexKeys)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let (Some((first, _)), Some((last, _))) = (leaves.first(), leaves.last()) else {
-        return Vec::new();
-    };
-    // (prefix, index) pairs sorted by prefix: a stable sort keeps each value's indices in leaf order, so
-    // each run of equal prefixes is one posting list. (A map of growing lists cost an allocation per
-    // value and per growth, some 30,000 values a second under load.)
-    let mut pairs: Vec<(&[u8], u64)> = Vec::with_capacity(leaves.len() * 4);
-    let (mut earliest, mut latest) = (u64::MAX, 0u64);
-    for (i, keys) in leaves {
-        if let Some(t) = keys.time_ms {
-            earliest = earliest.min(t);
-            latest = latest.max(t);
-        }
-        pairs.extend(keys.prefixes().map(|k| (k, *i)));
-    }
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out = Vec::new();
-    for list in pairs.chunk_by(|a, b| a.0 == b.0) {
-        let prefix = list[0].0;
-        let mut key = Vec::with_capacity(1 + prefix.len() + 8);
-        key.push(POSTINGS_GAPS);
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(&first.to_be_bytes());
-        let mut value = Vec::with_capacity(list.len() * 2);
-        encode_gaps(*first, list.iter().map(|(_, i)| *i), &mut value);
-        out.push((key, value));
-    }
-    if earliest <= latest {
-        let key = [
-            &[POSTINGS, b't'][..],
-            &latest.to_be_bytes(),
-            &first.to_be_bytes(),
-        ]
-        .concat();
-        out.push((
-            key,
-            [earliest.to_be_bytes(), (last + 1).to_be_bytes()].concat(),
-        ));
-    }
-    out
 }
 
 /// `chunk`'s posting lists and the index's new mark (`size`; unchanged when `chunk` is empty).
@@ -1367,124 +1218,6 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    #[test]
-    fn posting_lists_hold_each_values_indices_in_leaf_order_sorted_by_value() {
-        // Leaves 10.. with values repeating at different strides; the lists as a map would build them.
-        let mut leaves = Vec::new();
-        for i in 10..400u64 {
-            let mut k = IndexKeys {
-                time_ms: Some(1_000 + (i * 7919) % 500),
-                ..IndexKeys::default()
-            };
-            k.add(b'm', &format!("msg-{}", i / 3));
-            k.add(b'g', &format!("{}", 5_790_000_000_000 + i % 7));
-            if i % 5 == 0 {
-                k.add(b'p', &format!("{:064}", i % 11));
-            }
-            leaves.push((i, k));
-        }
-        let mut map: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
-        for (i, k) in &leaves {
-            for p in k.prefixes() {
-                map.entry([&[POSTINGS_GAPS][..], p, &10u64.to_be_bytes()].concat())
-                    .or_default()
-                    .push(*i);
-            }
-        }
-        // Each list as gaps: from `first` (10), then from the index before.
-        let want: BTreeMap<Vec<u8>, Vec<u8>> = map
-            .iter()
-            .map(|(k, list)| {
-                let mut v = Vec::new();
-                for (at, i) in list.iter().enumerate() {
-                    let gap = i - if at == 0 { 10 } else { list[at - 1] };
-                    leb128::write::unsigned(&mut v, gap).unwrap();
-                }
-                (k.clone(), v)
-            })
-            .collect();
-        let earliest = leaves.iter().filter_map(|l| l.1.time_ms).min().unwrap();
-        let latest = leaves.iter().filter_map(|l| l.1.time_ms).max().unwrap();
-        let time = [
-            &[POSTINGS, b't'][..],
-            &latest.to_be_bytes(),
-            &10u64.to_be_bytes(),
-        ]
-        .concat();
-        let got = postings(&leaves);
-        let (lists, last) = got.split_at(got.len() - 1);
-        assert_eq!(lists.to_vec(), want.into_iter().collect::<Vec<_>>());
-        assert_eq!(
-            last[0],
-            (
-                time,
-                [earliest.to_be_bytes(), 400u64.to_be_bytes()].concat()
-            )
-        );
-        assert!(postings(&[]).is_empty());
-        // Read back, every list gives its indices.
-        for (k, v) in lists {
-            assert_eq!(&decode_gaps(10, v), &map[k], "{k:?}");
-        }
-    }
-
-    proptest::proptest! {
-        /// Any ascending list reads back; any bytes read as at most one index per byte, ascending,
-        /// without panicking (the index is read from a store that may be damaged).
-        #[test]
-        fn gap_lists_round_trip_and_any_bytes_read_safely(
-            first in proptest::prelude::any::<u64>(),
-            gaps in proptest::collection::vec(0u64..1 << 20, 0..50),
-            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
-        ) {
-            let mut list = Vec::new();
-            let mut at = first;
-            for g in gaps {
-                let Some(next) = at.checked_add(g) else { break };
-                list.push(next);
-                at = next;
-            }
-            let mut v = Vec::new();
-            encode_gaps(first, list.iter().copied(), &mut v);
-            proptest::prop_assert_eq!(decode_gaps(first, &v), list);
-            let got = decode_gaps(first, &junk);
-            proptest::prop_assert!(got.len() <= junk.len());
-            proptest::prop_assert!(got.windows(2).all(|w| w[0] <= w[1]) && got.iter().all(|&i| i >= first));
-        }
-    }
-
-    #[test]
-    fn gap_lists_read_back_and_stop_at_damage() {
-        let cases: [(u64, &[u64]); 5] = [
-            (0, &[]),
-            (0, &[0, 1, 2, 3]),
-            (7, &[7, 200, 201, 70_000, 1 << 40]),
-            (u64::MAX - 3, &[u64::MAX - 2, u64::MAX]),
-            (5, &[6, 300_000, 300_001]),
-        ];
-        for (first, list) in cases {
-            let mut v = Vec::new();
-            encode_gaps(first, list.iter().copied(), &mut v);
-            assert_eq!(decode_gaps(first, &v), list);
-            // Cut inside the last gap: the indices before it, nothing made up.
-            if let Some(cut) = v.len().checked_sub(1).filter(|_| list.len() > 1) {
-                let got = decode_gaps(first, &v[..cut]);
-                assert!(list.starts_with(&got) && got.len() < list.len(), "{got:?}");
-            }
-        }
-        // Most gaps in a busy GLN's list take one byte.
-        let mut v = Vec::new();
-        encode_gaps(1_000_000, (1_000_000..1_001_000).step_by(3), &mut v);
-        assert_eq!(v.len(), 334);
-        // A gap past u64 ends the list.
-        let mut v = Vec::new();
-        leb128::write::unsigned(&mut v, 5).unwrap();
-        leb128::write::unsigned(&mut v, u64::MAX).unwrap();
-        leb128::write::unsigned(&mut v, 1).unwrap();
-        assert_eq!(decode_gaps(0, &v), [5]);
-        assert_eq!(decode_gaps(0, &[0x80; 11]), Vec::<u64>::new());
-    }
-
     /// The nodes `n` leaves complete, in memory and as a sorted map (what chunks held before).
     fn nodes(from: u64, n: u64) -> (MemNodes, BTreeMap<(u8, u64), Hash>) {
         let mut edge = CompactRange::default();
@@ -1637,33 +1370,5 @@ mod tests {
         assert_eq!(mem.len(), 0);
         assert_eq!(mem.chunk(100).1, 100u64.to_be_bytes().to_vec());
         assert_eq!(mem.chunk_v1(100).1, 100u64.to_be_bytes().to_vec());
-    }
-
-    #[test]
-    fn index_keys_hold_each_value_once_and_parse_back() {
-        let leaf = LeafEvent {
-            message_id: Some("m-1".into()),
-            sender: Some(sammen_model::Party {
-                gln: Some("5790000209354".into()),
-                sor: Some("123".into()),
-            }),
-            receiver: Some(sammen_model::Party {
-                gln: Some("5790000209354".into()),
-                sor: None,
-            }),
-            ..LeafEvent::new(7, Event::Accepted, Outcome::Success)
-        }
-        .into_leaf(&crate::leaf::PatientKey::new(b"0123456789abcdef0123").unwrap());
-        let keys = IndexKeys::of(&leaf);
-        let got: Vec<&[u8]> = keys.prefixes().collect();
-        assert_eq!(
-            got,
-            vec![
-                index_prefix(b'm', "m-1").as_slice(),
-                index_prefix(b'g', "5790000209354").as_slice(),
-                index_prefix(b's', "123").as_slice(),
-            ]
-        );
-        assert_eq!(keys.time_ms, Some(7));
     }
 }

@@ -448,16 +448,59 @@ fn periodic_checkpoints_leave_the_index_to_its_window_and_search_still_finds_eve
     let s = log.store();
     let size = exported(&d).unwrap().checkpoint.size;
     assert_eq!(index_size(s), size);
-    let m2: Vec<_> = lists(s)
-        .into_iter()
-        .filter(|(k, _)| {
-            k.windows(msg_id(2).len())
-                .any(|w| w == msg_id(2).as_bytes())
-        })
-        .collect();
-    assert_eq!(m2.len(), 1, "one list for message 2's three leaves");
+    // Message ids are hashed into buckets: message 2's bucket has one list (one window), no list is
+    // keyed by a message id, and there are fewer lists than messages.
+    let h = xxhash_rust::xxh3::xxh3_64(msg_id(2).as_bytes());
+    let bucket = [b'}', b'M', h.to_be_bytes()[0]];
+    assert_eq!(s.scan_prefix(trees::INDEX, &bucket, 1024).unwrap().len(), 1);
+    assert!(lists(s).iter().all(|(k, _)| !k
+        .windows(msg_id(2).len())
+        .any(|w| w == msg_id(2).as_bytes())));
+    assert!(s.scan_prefix(trees::INDEX, b"}M", 1024).unwrap().len() <= 10);
     assert_eq!(answers(s), [3, 3, 30, 3]);
     verify_store(s, &key(1).verifying_key(), exported(&d).as_ref()).unwrap();
+}
+
+/// Rewrite the hashed bucket lists (message ids, patients: `}M`, `}P`) as one gap list per value
+/// (`}m`, `}p`), the way logs written before the buckets stored them. Returns how many buckets there were.
+fn to_value_lists(store: &FjallStore) -> usize {
+    let mut b = Batch::new();
+    let mut buckets = 0;
+    for tag in [b"}M", b"}P"] {
+        for (k, _) in store.scan_prefix(trees::INDEX, tag, usize::MAX).unwrap() {
+            b.delete(trees::INDEX, k);
+            buckets += 1;
+        }
+    }
+    let mut lists: std::collections::BTreeMap<Vec<u8>, Vec<u64>> = Default::default();
+    for (i, bytes) in stored_leaves(store).unwrap() {
+        let leaf = Leaf::decode(&bytes).unwrap();
+        for (tag, value) in [(b'm', leaf.message_id), (b'p', leaf.patient)] {
+            if let Some(v) = value {
+                let len = (v.len() as u16).to_be_bytes();
+                lists
+                    .entry([&[tag][..], &len, v.as_bytes()].concat())
+                    .or_default()
+                    .push(i);
+            }
+        }
+    }
+    // One list per value, from its first leaf on (its first gap is 0).
+    for (prefix, list) in lists {
+        let first = list[0];
+        let (mut gaps, mut at) = (Vec::new(), first);
+        for i in list {
+            leb128::write::unsigned(&mut gaps, i - at).unwrap();
+            at = i;
+        }
+        b.put(
+            trees::INDEX,
+            [&b"}"[..], &prefix, &first.to_be_bytes()].concat(),
+            gaps,
+        );
+    }
+    store.commit(b).unwrap();
+    buckets
 }
 
 /// Rewrite the value lists (`}`, LEB128 gaps) the way logs written before them stored them: `~` keys,
@@ -481,7 +524,7 @@ fn to_u64_lists(store: &FjallStore) -> usize {
 }
 
 #[test]
-fn search_reads_the_u64_posting_lists_of_older_logs_beside_gap_lists() {
+fn search_reads_the_value_lists_and_u64_lists_of_older_logs_beside_buckets() {
     let d = dirs();
     fresh_fjall(&d, 6);
     let cpr = || Search::Cpr {
@@ -508,6 +551,13 @@ fn search_reads_the_u64_posting_lists_of_older_logs_beside_gap_lists() {
     assert_eq!(
         want.iter().map(Vec::len).collect::<Vec<_>>(),
         [3, 0, 0, 18, 18]
+    );
+    assert!(to_value_lists(&s) > 0);
+    assert!(s.scan_prefix(trees::INDEX, b"}M", 1).unwrap().is_empty());
+    assert_eq!(
+        answers(&s),
+        want,
+        "one list per message id gives the same leaves"
     );
     assert!(to_u64_lists(&s) > 3);
     let old = s.scan_prefix(trees::INDEX, b"~m", usize::MAX).unwrap();
