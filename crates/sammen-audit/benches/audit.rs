@@ -23,21 +23,21 @@ fn trees_with_msg() -> Vec<&'static str> {
     t
 }
 
-fn event(i: u64) -> LeafEvent {
+fn event(i: u64) -> LeafEvent<'static> {
     let mut e = LeafEvent::new(1_700_000_000_000 + i, Event::Accepted, Outcome::Success);
-    e.message_id = Some(format!("a5e5b880-c087-4055-b9ec-{i:012}"));
-    e.bundle_id = Some(format!("7b3e1c52-1f0e-4d7a-9a55-{i:012}"));
+    e.message_id = Some(format!("a5e5b880-c087-4055-b9ec-{i:012}").into());
+    e.bundle_id = Some(format!("7b3e1c52-1f0e-4d7a-9a55-{i:012}").into());
     e.family = Some(Family::CareCommunication);
     e.event_code = Some("new-message".into());
-    e.sender = Some(Party {
+    e.sender = Some(std::borrow::Cow::Owned(Party {
         gln: Some("5790001348120".into()),
         sor: Some("265161000016000".into()),
-    });
-    e.receiver = Some(Party {
+    }));
+    e.receiver = Some(std::borrow::Cow::Owned(Party {
         gln: Some("5790000209354".into()),
         sor: None,
-    });
-    e.cert_fingerprint = Some("ab".repeat(32));
+    }));
+    e.cert_fingerprint = Some("ab".repeat(32).into());
     e.payload_sha256 = Some([7; 32]);
     e.patient = Some(PatientId::new("urn:oid:1.2.208.176.1.2", "2512489996"));
     e

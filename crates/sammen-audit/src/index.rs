@@ -16,7 +16,7 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::leaf::Leaf;
+use crate::leaf_bin::{HashField, View};
 
 /// First byte of the time list's keys, and of the value lists of older logs (indices as u64 BE).
 pub(crate) const POSTINGS: u8 = b'~';
@@ -65,15 +65,15 @@ pub(crate) struct IndexKeys {
 
 impl IndexKeys {
     /// The keys of `leaf`, each value once.
-    pub(crate) fn of(leaf: &Leaf) -> Self {
+    pub(crate) fn of(leaf: &View<'_>) -> Self {
         let mut keys = IndexKeys {
-            flat: Vec::with_capacity(160),
+            flat: Vec::with_capacity(96),
             time_ms: Some(leaf.time_ms),
         };
-        if let Some(m) = &leaf.message_id {
+        if let Some(m) = leaf.message_id {
             keys.add(b'm', m);
         }
-        for p in [&leaf.sender, &leaf.receiver].into_iter().flatten() {
+        for p in [leaf.sender, leaf.receiver].into_iter().flatten() {
             if let Some(g) = &p.gln {
                 keys.add(b'g', g);
             }
@@ -81,8 +81,11 @@ impl IndexKeys {
                 keys.add(b's', s);
             }
         }
-        if let Some(p) = &leaf.patient {
-            keys.add(b'p', p);
+        match leaf.patient {
+            Some(HashField::Text(p)) => keys.add(b'p', p),
+            // Never written by Sammen (a pseudonym is text); indexed as the text it would be.
+            Some(HashField::Raw(p)) => keys.add(b'p', &crate::leaf::hex(p)),
+            None => {}
         }
         keys
     }
@@ -482,18 +485,18 @@ mod tests {
     fn index_keys_hold_each_value_once_and_parse_back() {
         let leaf = LeafEvent {
             message_id: Some("m-1".into()),
-            sender: Some(sammen_model::Party {
+            sender: Some(std::borrow::Cow::Owned(sammen_model::Party {
                 gln: Some("5790000209354".into()),
                 sor: Some("123".into()),
-            }),
-            receiver: Some(sammen_model::Party {
+            })),
+            receiver: Some(std::borrow::Cow::Owned(sammen_model::Party {
                 gln: Some("5790000209354".into()),
                 sor: None,
-            }),
+            })),
             ..LeafEvent::new(7, Event::Accepted, Outcome::Success)
         }
         .into_leaf(&crate::leaf::PatientKey::new(b"0123456789abcdef0123").unwrap());
-        let keys = IndexKeys::of(&leaf);
+        let keys = IndexKeys::of(&leaf.view());
         let got: Vec<&[u8]> = keys.prefixes().collect();
         assert_eq!(
             got,

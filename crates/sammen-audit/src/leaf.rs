@@ -22,6 +22,7 @@ use base64::Engine as _;
 use sammen_model::{AckCode, Family, Party, PatientId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 use crate::error::AuditError;
 
@@ -209,7 +210,7 @@ impl Leaf {
             // Serialising a struct of strings, integers and unit enums cannot fail.
             serde_json::to_vec(self).unwrap_or_default()
         } else {
-            crate::leaf_bin::encode(self)
+            crate::leaf_bin::encode(&self.view())
         }
     }
 
@@ -258,26 +259,30 @@ pub enum LeafDecodeError {
 }
 
 /// What a caller records. The log turns it into a [`Leaf`], hashing the patient id with its key.
+///
+/// Its strings and parties may be borrowed (`'a`): the outbox records three events a message from the
+/// record it already holds, and cloning every id and party for each was most of the audit's allocations
+/// on the accept path. `LeafEvent<'static>` owns them ([`Self::into_owned`]).
 #[derive(Debug, Clone)]
-pub struct LeafEvent {
+pub struct LeafEvent<'a> {
     /// Unix time in milliseconds.
     pub time_ms: u64,
     /// What happened.
     pub event: Event,
     /// Message id.
-    pub message_id: Option<String>,
+    pub message_id: Option<Cow<'a, str>>,
     /// Bundle / envelope id.
-    pub bundle_id: Option<String>,
+    pub bundle_id: Option<Cow<'a, str>>,
     /// Family.
     pub family: Option<Family>,
     /// Event code within the family.
-    pub event_code: Option<String>,
+    pub event_code: Option<Cow<'a, str>>,
     /// Sender.
-    pub sender: Option<Party>,
+    pub sender: Option<Cow<'a, Party>>,
     /// Receiver.
-    pub receiver: Option<Party>,
+    pub receiver: Option<Cow<'a, Party>>,
     /// Certificate fingerprint, hex.
-    pub cert_fingerprint: Option<String>,
+    pub cert_fingerprint: Option<Cow<'a, str>>,
     /// Payload SHA-256.
     pub payload_sha256: Option<[u8; 32]>,
     /// Outcome.
@@ -286,10 +291,10 @@ pub struct LeafEvent {
     pub patient: Option<PatientId>,
     /// An already computed pseudonym ([`PatientKey::pseudonym`]), for events after the one that saw the
     /// patient id (the outbox keeps only this). Used when `patient` is `None`.
-    pub patient_pseudonym: Option<String>,
+    pub patient_pseudonym: Option<Cow<'a, str>>,
 }
 
-impl LeafEvent {
+impl<'a> LeafEvent<'a> {
     /// An event with only time, kind and outcome set.
     pub fn new(time_ms: u64, event: Event, outcome: Outcome) -> Self {
         LeafEvent {
@@ -309,24 +314,76 @@ impl LeafEvent {
         }
     }
 
+    /// The same event owning its strings (e.g. to outlive the record it was read from).
+    pub fn into_owned(self) -> LeafEvent<'static> {
+        let own = |s: Option<Cow<'a, str>>| s.map(|s| Cow::Owned(s.into_owned()));
+        let own_party = |p: Option<Cow<'a, Party>>| p.map(|p| Cow::Owned(p.into_owned()));
+        LeafEvent {
+            time_ms: self.time_ms,
+            event: self.event,
+            message_id: own(self.message_id),
+            bundle_id: own(self.bundle_id),
+            family: self.family,
+            event_code: own(self.event_code),
+            sender: own_party(self.sender),
+            receiver: own_party(self.receiver),
+            cert_fingerprint: own(self.cert_fingerprint),
+            payload_sha256: self.payload_sha256,
+            outcome: self.outcome,
+            patient: self.patient,
+            patient_pseudonym: own(self.patient_pseudonym),
+        }
+    }
+
+    /// The fields this event's leaf encodes, `pseudonym` its patient's (from `patient` hashed with the
+    /// log's key, or `patient_pseudonym`): what [`Self::into_leaf`] gives, without building the leaf.
+    pub(crate) fn view<'v>(&'v self, pseudonym: Option<&'v str>) -> crate::leaf_bin::View<'v> {
+        use crate::leaf_bin::HashField;
+        crate::leaf_bin::View {
+            version: LEAF_VERSION,
+            time_ms: self.time_ms,
+            outcome: self.outcome,
+            event: &self.event,
+            message_id: self.message_id.as_deref(),
+            bundle_id: self.bundle_id.as_deref(),
+            family: self.family,
+            event_code: self.event_code.as_deref(),
+            sender: self.sender.as_deref().filter(|p| !p.is_empty()),
+            receiver: self.receiver.as_deref().filter(|p| !p.is_empty()),
+            cert_fingerprint: self.cert_fingerprint.as_deref().map(HashField::Text),
+            payload_sha256: self.payload_sha256.as_ref().map(HashField::Raw),
+            patient: pseudonym.map(HashField::Text),
+        }
+    }
+
+    /// This event's patient pseudonym: `patient` hashed with `key`, else `patient_pseudonym`.
+    pub(crate) fn pseudonym(&self, key: &PatientKey) -> Option<Cow<'_, str>> {
+        match &self.patient {
+            Some(p) => Some(Cow::Owned(key.pseudonym(p.expose()))),
+            None => self.patient_pseudonym.as_deref().map(Cow::Borrowed),
+        }
+    }
+
     /// Build the leaf; the patient id becomes its keyed hash.
     pub fn into_leaf(self, key: &PatientKey) -> Leaf {
+        let own = |s: Option<Cow<'a, str>>| s.map(Cow::into_owned);
+        let party = |p: Option<Cow<'a, Party>>| p.map(Cow::into_owned).filter(|p| !p.is_empty());
         Leaf {
             v: LEAF_VERSION,
             time_ms: self.time_ms,
             event: self.event,
-            message_id: self.message_id,
-            bundle_id: self.bundle_id,
+            message_id: own(self.message_id),
+            bundle_id: own(self.bundle_id),
             family: self.family,
-            event_code: self.event_code,
-            sender: self.sender.filter(|p| !p.is_empty()),
-            receiver: self.receiver.filter(|p| !p.is_empty()),
-            cert_fingerprint: self.cert_fingerprint,
+            event_code: own(self.event_code),
+            sender: party(self.sender),
+            receiver: party(self.receiver),
+            cert_fingerprint: own(self.cert_fingerprint),
             payload_sha256: self.payload_sha256.map(|h| hex(&h)),
             outcome: self.outcome,
             patient: match self.patient {
                 Some(p) => Some(key.pseudonym(p.expose())),
-                None => self.patient_pseudonym,
+                None => own(self.patient_pseudonym),
             },
         }
     }

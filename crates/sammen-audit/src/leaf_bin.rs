@@ -89,19 +89,68 @@ fn ack_code(c: AckCode) -> u8 {
     }
 }
 
-/// The binary bytes of `leaf`: version 2 when its `v` says so, else version 3.
-pub(crate) fn encode(leaf: &Leaf) -> Vec<u8> {
-    let version = if leaf.v == VERSION_2 {
-        VERSION_2
-    } else {
-        VERSION
-    };
+/// A 32-byte hash field as [`encode`] gets it: raw bytes (a [`crate::LeafEvent`]'s payload hash), or
+/// text as a [`Leaf`] holds it (64 lower-case hex digits when Sammen wrote it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HashField<'a> {
+    Raw(&'a [u8; 32]),
+    Text(&'a str),
+}
+
+/// The fields [`encode`] writes, borrowed: from a decoded [`Leaf`] ([`Leaf::view`]) or straight from a
+/// [`crate::LeafEvent`] when it is staged. Why: staging built a `Leaf` (moving every string, hexing the
+/// payload hash) only to encode it and parse the hex back; the accept path stages three leaves a message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub(crate) version: u8,
+    pub(crate) time_ms: u64,
+    pub(crate) outcome: Outcome,
+    pub(crate) event: &'a Event,
+    pub(crate) message_id: Option<&'a str>,
+    pub(crate) bundle_id: Option<&'a str>,
+    pub(crate) family: Option<Family>,
+    pub(crate) event_code: Option<&'a str>,
+    pub(crate) sender: Option<&'a Party>,
+    pub(crate) receiver: Option<&'a Party>,
+    pub(crate) cert_fingerprint: Option<HashField<'a>>,
+    pub(crate) payload_sha256: Option<HashField<'a>>,
+    pub(crate) patient: Option<HashField<'a>>,
+}
+
+impl Leaf {
+    /// This leaf's fields for [`encode`]: version 2 when its `v` says so, else version 3.
+    pub(crate) fn view(&self) -> View<'_> {
+        View {
+            version: if self.v == VERSION_2 {
+                VERSION_2
+            } else {
+                VERSION
+            },
+            time_ms: self.time_ms,
+            outcome: self.outcome,
+            event: &self.event,
+            message_id: self.message_id.as_deref(),
+            bundle_id: self.bundle_id.as_deref(),
+            family: self.family,
+            event_code: self.event_code.as_deref(),
+            sender: self.sender.as_ref(),
+            receiver: self.receiver.as_ref(),
+            cert_fingerprint: self.cert_fingerprint.as_deref().map(HashField::Text),
+            payload_sha256: self.payload_sha256.as_deref().map(HashField::Text),
+            patient: self.patient.as_deref().map(HashField::Text),
+        }
+    }
+}
+
+/// The binary bytes of a leaf (its `version`: 2 or 3).
+pub(crate) fn encode(leaf: &View<'_>) -> Vec<u8> {
+    let version = leaf.version;
     let mut w = Vec::with_capacity(160);
     w.push(version);
     w.extend_from_slice(&leaf.time_ms.to_be_bytes());
     w.push(leaf.outcome.atna_code());
-    w.push(kind_code(&leaf.event));
-    match &leaf.event {
+    w.push(kind_code(leaf.event));
+    match leaf.event {
         Event::Rejected { code } => put_str(&mut w, code),
         Event::Acknowledged { code } => w.push(ack_code(*code)),
         Event::CertificateRefused { code, suppressed } => {
@@ -135,7 +184,7 @@ pub(crate) fn encode(leaf: &Leaf) -> Vec<u8> {
     .filter(|(on, _)| *on)
     .fold(0u16, |bits, (_, bit)| bits | bit);
     w.extend_from_slice(&present.to_be_bytes());
-    for s in [&leaf.message_id, &leaf.bundle_id].into_iter().flatten() {
+    for s in [leaf.message_id, leaf.bundle_id].into_iter().flatten() {
         if version == VERSION_2 {
             put_str(&mut w, s);
         } else {
@@ -145,28 +194,34 @@ pub(crate) fn encode(leaf: &Leaf) -> Vec<u8> {
     if let Some(f) = leaf.family {
         put_str(&mut w, f.as_str());
     }
-    if let Some(c) = &leaf.event_code {
+    if let Some(c) = leaf.event_code {
         put_str(&mut w, c);
     }
-    for p in [&leaf.sender, &leaf.receiver].into_iter().flatten() {
+    for p in [leaf.sender, leaf.receiver].into_iter().flatten() {
         w.push(u8::from(p.gln.is_some()) | (u8::from(p.sor.is_some()) << 1));
         for s in [&p.gln, &p.sor].into_iter().flatten() {
             put_str(&mut w, s);
         }
     }
-    for h in [&leaf.cert_fingerprint, &leaf.payload_sha256, &leaf.patient]
+    for h in [leaf.cert_fingerprint, leaf.payload_sha256, leaf.patient]
         .into_iter()
         .flatten()
     {
-        match raw32(h) {
-            Some(raw) => {
+        match h {
+            HashField::Raw(raw) => {
                 w.push(0);
-                w.extend_from_slice(&raw);
+                w.extend_from_slice(raw);
             }
-            None => {
-                w.push(1);
-                put_str(&mut w, h);
-            }
+            HashField::Text(t) => match raw32(t) {
+                Some(raw) => {
+                    w.push(0);
+                    w.extend_from_slice(&raw);
+                }
+                None => {
+                    w.push(1);
+                    put_str(&mut w, t);
+                }
+            },
         }
     }
     w
@@ -500,15 +555,15 @@ mod tests {
         e.bundle_id = Some("WhdPdptsrxrj56".into());
         e.family = Some(Family::Xdis91);
         e.event_code = Some("nytbrev".into());
-        e.sender = Some(Party {
+        e.sender = Some(std::borrow::Cow::Owned(Party {
             gln: Some("5790001382445".into()),
             sor: Some("1234567890".into()),
-        });
-        e.receiver = Some(Party {
+        }));
+        e.receiver = Some(std::borrow::Cow::Owned(Party {
             gln: Some("5790000121441".into()),
             sor: None,
-        });
-        e.cert_fingerprint = Some("AB".repeat(32));
+        }));
+        e.cert_fingerprint = Some("AB".repeat(32).into());
         e.payload_sha256 = Some([0x9d; 32]);
         e.patient = Some(PatientId::new("urn:oid:1.2.208.176.1.2", "2512489996"));
         e.into_leaf(&PatientKey::new(&[7u8; 32]).unwrap())
@@ -651,7 +706,77 @@ mod tests {
         assert_eq!(Leaf::decode(&b), Err(LeafDecodeError::Malformed));
     }
 
+    /// What staging writes ([`View`] of the event) is byte for byte what the built leaf encodes to.
+    fn staged_bytes_are_the_leafs(e: &LeafEvent<'_>, key: &PatientKey) -> (Vec<u8>, Vec<u8>) {
+        let pseudonym = e.pseudonym(key);
+        let staged = encode(&e.view(pseudonym.as_deref()));
+        (staged, e.clone().into_leaf(key).encode())
+    }
+
+    #[test]
+    fn an_events_view_encodes_to_the_bytes_of_its_leaf() {
+        let key = PatientKey::new(&[7u8; 32]).unwrap();
+        for ev in every_event() {
+            let mut full = LeafEvent::new(5, ev.clone(), Outcome::Success);
+            full.message_id = Some("0b8d7c6e-2f3a-4b5c-9d8e-7f6a5b4c3d2e".into());
+            full.bundle_id = Some("letter-77".into());
+            full.family = Some(Family::HospitalNotification);
+            full.event_code = Some("STIN".into());
+            full.sender = Some(std::borrow::Cow::Owned(Party {
+                gln: Some("5790001348120".into()),
+                sor: Some("1234567890".into()),
+            }));
+            // An empty party is left out, as `into_leaf` leaves it out.
+            full.receiver = Some(std::borrow::Cow::Owned(Party {
+                gln: None,
+                sor: None,
+            }));
+            full.cert_fingerprint = Some("ab".repeat(32).into());
+            full.payload_sha256 = Some([0x9d; 32]);
+            full.patient = Some(PatientId::new("urn:oid:1.2.208.176.1.2", "2512489996"));
+            let mut by_pseudonym = full.clone();
+            by_pseudonym.patient = None;
+            by_pseudonym.patient_pseudonym = Some(key.pseudonym("2512489996").into());
+            // A fingerprint that is not 64 lower-case hex digits keeps its string form.
+            let mut odd = full.clone();
+            odd.cert_fingerprint = Some("AB".repeat(32).into());
+            for e in [
+                full,
+                by_pseudonym,
+                odd,
+                LeafEvent::new(0, ev, Outcome::MajorFailure),
+            ] {
+                let (staged, built) = staged_bytes_are_the_leafs(&e, &key);
+                assert_eq!(staged, built, "{e:?}");
+                assert!(Leaf::decode(&staged).is_ok());
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn an_arbitrary_events_view_encodes_to_the_bytes_of_its_leaf(
+            time in any::<u64>(),
+            mid in proptest::option::of("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-fA-F]{4}-[0-9a-f]{4}-[0-9a-f]{12}|.{0,80}"),
+            code in ".{0,40}",
+            gln in proptest::option::of("[0-9]{13}"),
+            sor in proptest::option::of(".{0,20}"),
+            hash in proptest::option::of("[0-9a-fA-F]{60,66}"),
+            payload in proptest::option::of(any::<[u8; 32]>()),
+            cpr in proptest::option::of("[0-9]{10}"),
+        ) {
+            let key = PatientKey::new(&[3u8; 16]).unwrap();
+            let mut e = LeafEvent::new(time, Event::Rejected { code }, Outcome::SeriousFailure);
+            e.message_id = mid.map(Into::into);
+            e.sender = Some(std::borrow::Cow::Owned(Party { gln: gln.clone(), sor }));
+            e.receiver = Some(std::borrow::Cow::Owned(Party { gln, sor: None }));
+            e.cert_fingerprint = hash.map(Into::into);
+            e.payload_sha256 = payload;
+            e.patient = cpr.map(|c| PatientId::new("urn:oid:1.2.208.176.1.2", &c));
+            let (staged, built) = staged_bytes_are_the_leafs(&e, &key);
+            prop_assert_eq!(staged, built);
+        }
+
         #[test]
         fn arbitrary_fields_round_trip(
             time in any::<u64>(),
@@ -663,9 +788,9 @@ mod tests {
             hash in proptest::option::of("[0-9a-fA-F]{60,66}"),
         ) {
             let mut e = LeafEvent::new(time, Event::Rejected { code }, Outcome::SeriousFailure);
-            e.message_id = mid;
-            e.sender = Some(Party { gln, sor });
-            e.cert_fingerprint = hash;
+            e.message_id = mid.map(Into::into);
+            e.sender = Some(std::borrow::Cow::Owned(Party { gln, sor }));
+            e.cert_fingerprint = hash.map(Into::into);
             let mut leaf = e.into_leaf(&PatientKey::new(&[3u8; 16]).unwrap());
             if v2 {
                 leaf.v = VERSION_2;

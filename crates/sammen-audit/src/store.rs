@@ -87,6 +87,7 @@ use crate::error::{AuditError, Finding};
 use crate::index::{postings, IndexKeys};
 use crate::keys::fingerprint;
 use crate::leaf::{rotation_message, Event, Leaf, LeafEvent, LeafIndex, Outcome, PatientKey};
+use crate::leaf_bin::View;
 use crate::runs;
 use crate::tree::{
     leaf_hash, node_hash, perfect_decomposition, subtree_root, CompactRange, Hash, NodeSource,
@@ -376,12 +377,22 @@ struct Prepared {
     keys: IndexKeys,
 }
 
-/// Encode and hash `leaf` (outside the log's lock).
+/// Encode and hash `leaf` as it is, any version (outside the log's lock).
 fn prepare_leaf(leaf: &Leaf) -> Prepared {
     let bytes = leaf.encode();
     Prepared {
         hash: leaf_hash(&bytes),
-        keys: IndexKeys::of(leaf),
+        keys: IndexKeys::of(&leaf.view()),
+        bytes,
+    }
+}
+
+/// Encode and hash the leaf `view` gives (outside the log's lock).
+fn prepare_view(view: &View<'_>) -> Prepared {
+    let bytes = crate::leaf_bin::encode(view);
+    Prepared {
+        hash: leaf_hash(&bytes),
+        keys: IndexKeys::of(view),
         bytes,
     }
 }
@@ -727,7 +738,7 @@ impl<S: Store> AuditLog<S> {
                     return Err(AuditError::Gap(i)); // done: the rest is read below
                 }
                 if let Ok(leaf) = Leaf::decode(v) {
-                    unindexed.push((i, IndexKeys::of(&leaf)));
+                    unindexed.push((i, IndexKeys::of(&leaf.view())));
                 }
                 Ok(())
             },
@@ -743,7 +754,7 @@ impl<S: Store> AuditLog<S> {
                 edge.push(leaf_hash(v), |l, i, h| mem.push(l, i, *h));
                 // Index the unsigned tail again; a leaf that does not decode is verify's business.
                 if let Ok(leaf) = Leaf::decode(v) {
-                    unindexed.push((i, IndexKeys::of(&leaf)));
+                    unindexed.push((i, IndexKeys::of(&leaf.view())));
                 }
                 Ok(())
             },
@@ -865,16 +876,17 @@ impl<S: Store> AuditLog<S> {
     ///
     /// Contract: submit batches in staging order and report each [`Staged`] with [`Self::committed`] or
     /// [`Self::failed`]. Prefer [`Self::submit`], which keeps the contract for you.
-    pub fn stage(&self, batch: &mut Batch, event: LeafEvent) -> Result<Staged, AuditError> {
-        let p = self.prepare(event);
+    pub fn stage(&self, batch: &mut Batch, event: LeafEvent<'_>) -> Result<Staged, AuditError> {
+        let p = self.prepare(&event);
         let mut st = lock(&self.state);
         let (staged, bytes) = self.stage_prepared(&mut st, p)?;
         runs::put(batch, staged.index.0, vec![bytes]);
         Ok(staged)
     }
 
-    fn prepare(&self, event: LeafEvent) -> Prepared {
-        prepare_leaf(&event.into_leaf(&self.config.patient_key))
+    fn prepare(&self, event: &LeafEvent<'_>) -> Prepared {
+        let pseudonym = event.pseudonym(&self.config.patient_key);
+        prepare_view(&event.view(pseudonym.as_deref()))
     }
 
     /// Only index assignment under the lock: every writer of the broker passes here in turn. Returns the
@@ -901,9 +913,9 @@ impl<S: Store> AuditLog<S> {
     pub fn submit(
         &self,
         batch: Batch,
-        events: Vec<LeafEvent>,
+        events: Vec<LeafEvent<'_>>,
     ) -> Result<PendingCommit<'_, S>, AuditError> {
-        let prepared: Vec<Prepared> = events.into_iter().map(|e| self.prepare(e)).collect();
+        let prepared: Vec<Prepared> = events.iter().map(|e| self.prepare(e)).collect();
         self.submit_prepared(batch, prepared)
     }
 
@@ -1027,7 +1039,7 @@ impl<S: Store> AuditLog<S> {
                 let mut batch = Batch::new();
                 batch.put(trees::LEAVES, u64_key(index).to_vec(), bytes);
                 match self.store.commit(batch) {
-                    Ok(()) => Resolved::Take(h, IndexKeys::of(&leaf)),
+                    Ok(()) => Resolved::Take(h, IndexKeys::of(&leaf.view())),
                     Err(_) => Resolved::Retry,
                 }
             }

@@ -42,20 +42,20 @@ fn msg_id(i: u64) -> String {
     format!("a5e5b880-c087-4055-b9ec-{i:012}")
 }
 
-fn event(i: u64, ev: Event) -> LeafEvent {
+fn event(i: u64, ev: Event) -> LeafEvent<'static> {
     let mut e = LeafEvent::new(1_700_000_000_000 + i * 1000, ev, Outcome::Success);
-    e.message_id = Some(msg_id(i));
-    e.bundle_id = Some(format!("b-{i}"));
+    e.message_id = Some(msg_id(i).into());
+    e.bundle_id = Some(format!("b-{i}").into());
     e.family = Some(Family::HospitalNotification);
     e.event_code = Some("admit-inpatient".into());
-    e.sender = Some(Party {
+    e.sender = Some(std::borrow::Cow::Owned(Party {
         gln: Some(SENDER.into()),
         sor: Some("265161000016000".into()),
-    });
-    e.receiver = Some(Party {
+    }));
+    e.receiver = Some(std::borrow::Cow::Owned(Party {
         gln: Some(RECEIVER.into()),
         sor: None,
-    });
+    }));
     e.payload_sha256 = Some([i as u8; 32]);
     e.patient = Some(PatientId::new("urn:oid:1.2.208.176.1.2", CPR));
     e

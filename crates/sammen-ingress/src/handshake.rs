@@ -176,7 +176,7 @@ impl HandshakeAudit {
             suppressed: (suppressed > 0).then_some(suppressed),
         };
         let mut leaf = LeafEvent::new(millis(SystemTime::now()), event, Outcome::SeriousFailure);
-        leaf.cert_fingerprint = fingerprint;
+        leaf.cert_fingerprint = fingerprint.map(Into::into);
         let ob = self.outbox.clone();
         match tokio::task::spawn_blocking(move || ob.record_all(vec![leaf])).await {
             Ok(Ok(_)) => {

@@ -10,6 +10,7 @@ use crate::state::Ingress;
 use sammen_model::{Party, Report};
 use sammen_outbox::sammen_audit::{Event, LeafEvent, Outcome};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
@@ -46,22 +47,22 @@ pub(crate) fn leaf(
     event: Event,
     outcome: Outcome,
     at: SystemTime,
-) -> LeafEvent {
+) -> LeafEvent<'static> {
     let mut e = LeafEvent::new(millis(at), event, outcome);
     if let Some(r) = report {
-        e.message_id = plain_id(r.message_id.as_ref());
-        e.bundle_id = plain_id(r.envelope_id.as_ref());
+        e.message_id = plain_id(r.message_id.as_ref()).map(Into::into);
+        e.bundle_id = plain_id(r.envelope_id.as_ref()).map(Into::into);
         e.family = r.family;
-        e.event_code = plain_id(r.event.as_ref());
-        e.sender = plain_party(&r.sender);
-        e.receiver = plain_party(&r.receiver);
+        e.event_code = plain_id(r.event.as_ref()).map(Into::into);
+        e.sender = plain_party(&r.sender).map(Cow::Owned);
+        e.receiver = plain_party(&r.receiver).map(Cow::Owned);
         // Hashed with the log's key by the audit log; never stored as is.
         e.patient = r.patient.clone();
     }
     if !body.is_empty() {
         e.payload_sha256 = Some(Sha256::digest(body).into());
     }
-    e.cert_fingerprint = fingerprint.map(str::to_owned);
+    e.cert_fingerprint = fingerprint.map(|f| Cow::Owned(f.to_owned()));
     e
 }
 

@@ -9,6 +9,7 @@ use sammen_audit::{AuditLog, Event, LeafEvent, LeafIndex, Outcome, PendingCommit
 use sammen_model::{AckCode, Party, ResponseRef};
 use sammen_store::{Batch, Store, Ticket};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 use crate::types::*;
 
@@ -134,25 +135,71 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     sammen_audit::leaf::unhex(s).and_then(|v| v.try_into().ok())
 }
 
-/// Leaf of one record event; the time is the timeline step's, so leaf and timeline agree.
-fn leaf_of(
-    meta: &MessageMeta,
+/// Leaf of one record event; the time is the timeline step's, so leaf and timeline agree. Borrows the
+/// record's ids and parties (no copies: three leaves a message on the accept path).
+fn leaf_of<'a>(
+    meta: &'a MessageMeta,
     sha256: Option<[u8; 32]>,
     event: Event,
     outcome: Outcome,
     at: SystemTime,
-    pseudonym: Option<String>,
-) -> LeafEvent {
+    pseudonym: Option<Cow<'a, str>>,
+) -> LeafEvent<'a> {
     let mut e = LeafEvent::new(millis(at), event, outcome);
-    e.message_id = Some(meta.message_id.clone());
-    e.bundle_id = Some(meta.envelope_id.clone());
+    e.message_id = Some(Cow::Borrowed(&meta.message_id));
+    e.bundle_id = Some(Cow::Borrowed(&meta.envelope_id));
     e.family = Some(meta.family);
-    e.event_code = Some(meta.event.clone());
-    e.sender = Some(meta.sender.clone());
-    e.receiver = Some(meta.receiver.clone());
+    e.event_code = Some(Cow::Borrowed(&meta.event));
+    e.sender = Some(Cow::Borrowed(&meta.sender));
+    e.receiver = Some(Cow::Borrowed(&meta.receiver));
     e.payload_sha256 = sha256;
     e.patient_pseudonym = pseudonym;
     e
+}
+
+/// What every leaf of one accept shares: the request's certificate, patient and payload hash.
+#[derive(Clone, Copy)]
+struct AcceptLeaves<'x> {
+    extra: &'x AcceptAudit,
+    pseudonym: Option<&'x str>,
+    sha256: [u8; 32],
+    /// Whether a `received` leaf goes first.
+    received: bool,
+}
+
+impl<'x> AcceptLeaves<'x> {
+    /// [`leaf_of`] with the request's certificate fingerprint.
+    fn leaf<'a>(
+        &self,
+        meta: &'a MessageMeta,
+        (ev, ok): (Event, Outcome),
+        at: SystemTime,
+    ) -> LeafEvent<'a>
+    where
+        'x: 'a,
+    {
+        let p = self.pseudonym.map(Cow::Borrowed);
+        let mut e = leaf_of(meta, Some(self.sha256), ev, ok, at, p);
+        e.cert_fingerprint = self.extra.cert_fingerprint.as_deref().map(Cow::Borrowed);
+        e
+    }
+
+    /// `received` (when asked for), then `then`: the request's leaves.
+    fn leaves<'a>(
+        &self,
+        meta: &'a MessageMeta,
+        then: ((Event, Outcome), SystemTime),
+    ) -> Vec<LeafEvent<'a>>
+    where
+        'x: 'a,
+    {
+        let mut leaves = Vec::with_capacity(3);
+        if self.received {
+            leaves.push(self.leaf(meta, (Event::Received, Outcome::Success), meta.received));
+        }
+        leaves.push(self.leaf(meta, then.0, then.1));
+        leaves
+    }
 }
 
 /// The leaf event for entering `state` (none for `accepted`, which `accept` records itself).
@@ -425,7 +472,7 @@ impl<S: Store> Outbox<S> {
     /// Record an event outside the outbox's own transitions (received, rejected by validation,
     /// certificate or identity refusals, operator actions) as its own durable batch. Returns its leaf
     /// index once durable; `None` when no audit log is attached.
-    pub fn record(&self, event: LeafEvent) -> Result<Option<LeafIndex>, OutboxError> {
+    pub fn record(&self, event: LeafEvent<'_>) -> Result<Option<LeafIndex>, OutboxError> {
         match &self.audit {
             None => Ok(None),
             Some(a) => Ok(a.submit(Batch::new(), vec![event])?.wait()?.pop()),
@@ -434,7 +481,7 @@ impl<S: Store> Outbox<S> {
 
     /// [`Self::record`] for several events in one durable batch (e.g. `received` and the refusal that
     /// followed, so a refused request costs one commit). Their leaf indices; empty without an audit log.
-    pub fn record_all(&self, events: Vec<LeafEvent>) -> Result<Vec<LeafIndex>, OutboxError> {
+    pub fn record_all(&self, events: Vec<LeafEvent<'_>>) -> Result<Vec<LeafIndex>, OutboxError> {
         match &self.audit {
             Some(a) if !events.is_empty() => Ok(a.submit(Batch::new(), events)?.wait()?),
             _ => Ok(Vec::new()),
@@ -443,7 +490,7 @@ impl<S: Store> Outbox<S> {
 
     /// Submit `b` with its leaves (plain when there is no audit log or nothing to record). Callers that
     /// need submit order (ids) hold their lock across this call; the audit log holds its own inside.
-    fn submit(&self, b: Batch, events: Vec<LeafEvent>) -> Result<Commit<'_, S>, OutboxError> {
+    fn submit(&self, b: Batch, events: Vec<LeafEvent<'_>>) -> Result<Commit<'_, S>, OutboxError> {
         match &self.audit {
             Some(a) if !events.is_empty() => Ok(Commit::Audited(a.submit(b, events)?)),
             _ => Ok(Commit::Plain(self.store.submit(b)?)),
@@ -451,17 +498,18 @@ impl<S: Store> Outbox<S> {
     }
 
     /// The record's patient pseudonym: in its metadata, or (records of older data dirs) under its own key.
-    fn pseudonym_of(&self, status: &Status) -> Result<Option<String>, OutboxError> {
+    fn pseudonym_of<'a>(&self, status: &'a Status) -> Result<Option<Cow<'a, str>>, OutboxError> {
         if self.audit.is_none() {
             return Ok(None);
         }
-        if status.patient.is_some() {
-            return Ok(status.patient.clone());
+        if let Some(p) = &status.patient {
+            return Ok(Some(Cow::Borrowed(p)));
         }
         Ok(self
             .store
             .get(AUDIT_PATIENT, &id_key(status.id))?
-            .and_then(|v| String::from_utf8(v).ok()))
+            .and_then(|v| String::from_utf8(v).ok())
+            .map(Cow::Owned))
     }
 
     /// Tell `observer` about every state change from now on ([`TransitionObserver`]), after those
@@ -609,43 +657,31 @@ impl<S: Store> Outbox<S> {
             (Some(a), Some(p)) => Some(a.config().patient_key.pseudonym(p.expose())),
             _ => None,
         };
-        let leaf = |meta: &MessageMeta, event, outcome, at, sha256| {
-            let mut e = leaf_of(meta, sha256, event, outcome, at, pseudonym.clone());
-            e.cert_fingerprint.clone_from(&extra.cert_fingerprint);
-            e
-        };
         let sha_bytes: [u8; 32] = Sha256::digest(&req.bytes).into();
-        let mut leaves = Vec::new();
-        if self.audit.is_some() && extra.received {
-            let (ev, ok) = (Event::Received, Outcome::Success);
-            leaves.push(leaf(&meta, ev, ok, meta.received, Some(sha_bytes)));
-        }
+        // The leaves borrow from `meta`; the stored path builds them once the record holds it.
+        let ctx = AcceptLeaves {
+            extra: &extra,
+            pseudonym: pseudonym.as_deref(),
+            sha256: sha_bytes,
+            received: extra.received,
+        };
         // Nothing changes in the outbox: the leaves are their own batch, durable before we answer.
-        let refuse =
-            |mut leaves: Vec<LeafEvent>, code: &str, done: Done| -> Result<Done, OutboxError> {
-                if self.audit.is_some() {
-                    let ev = Event::Rejected { code: code.into() };
-                    let at = self.now();
-                    leaves.push(leaf(
-                        &meta,
-                        ev,
-                        Outcome::SeriousFailure,
-                        at,
-                        Some(sha_bytes),
-                    ));
-                    self.submit(Batch::new(), leaves)?.wait()?;
-                }
-                Ok(done)
-            };
+        let refuse = |code: &str, done: Done| -> Result<Done, OutboxError> {
+            if self.audit.is_some() {
+                let ev = Event::Rejected { code: code.into() };
+                let leaves = ctx.leaves(&meta, ((ev, Outcome::SeriousFailure), self.now()));
+                self.submit(Batch::new(), leaves)?.wait()?;
+            }
+            Ok(done)
+        };
         if let Some(v) = self.store.get(DEDUPE, &ekey)? {
             let id = RecordId(u64_of(&v)?);
             if v.get(8..) != Some(meta.message_id.as_bytes()) {
-                return refuse(leaves, CONFLICT_CODE, Done::Conflict { existing: id });
+                return refuse(CONFLICT_CODE, Done::Conflict { existing: id });
             }
             if self.audit.is_some() {
-                let (ev, ok) = (Event::Duplicate, Outcome::Success);
-                leaves.push(leaf(&meta, ev, ok, self.now(), Some(sha_bytes)));
-                self.submit(Batch::new(), leaves)?.wait()?;
+                let then = ((Event::Duplicate, Outcome::Success), self.now());
+                self.submit(Batch::new(), ctx.leaves(&meta, then))?.wait()?;
             }
             return Ok(Done::Duplicate { id });
         }
@@ -670,7 +706,7 @@ impl<S: Store> Outbox<S> {
             if let Some(s) = answered.iter().find(|s| s.meta.family.is_acknowledgement()) {
                 let done =
                     Done::Refused(AckAcceptOutcome::AnswersAcknowledgement { original: s.id });
-                return refuse(leaves, ACK_OF_ACK_CODE, done);
+                return refuse(ACK_OF_ACK_CODE, done);
             }
             let other = answered.iter().find_map(|s| {
                 s.acknowledged_by
@@ -680,7 +716,7 @@ impl<S: Store> Outbox<S> {
             });
             if let Some((original, ack)) = other {
                 let done = Done::Refused(AckAcceptOutcome::AlreadyAcknowledged { original, ack });
-                return refuse(leaves, ALREADY_ACKNOWLEDGED_CODE, done);
+                return refuse(ALREADY_ACKNOWLEDGED_CODE, done);
             }
         }
         // A resend of an acknowledged message gets the same acknowledgement back (MedCom).
@@ -706,15 +742,6 @@ impl<S: Store> Outbox<S> {
             } else {
                 Event::Accepted
             };
-            if self.audit.is_some() {
-                leaves.push(leaf(
-                    &meta,
-                    first_state,
-                    Outcome::Success,
-                    meta.received,
-                    Some(sha_bytes),
-                ));
-            }
             let mut status = Status {
                 id,
                 sha256,
@@ -734,6 +761,13 @@ impl<S: Store> Outbox<S> {
                 patient: pseudonym.clone(),
                 meta,
             };
+            // `received`, then `accepted` (or `resend`): borrowed from the record, which outlives them.
+            let accepted = ((first_state, Outcome::Success), status.meta.received);
+            let mut leaves = if self.audit.is_some() {
+                ctx.leaves(&status.meta, accepted)
+            } else {
+                Vec::new()
+            };
             let done = if let Some((link, ack, ack_payload)) = reroute {
                 // Stored as answered (never forwarded); the stored acknowledgement goes back, flagged as a
                 // resend, as a record of its own.
@@ -749,8 +783,8 @@ impl<S: Store> Outbox<S> {
                 status.acknowledged_by = Some(link.clone());
                 b.put(FIN_PAYLOAD, fin_key(now, id), []);
                 b.put(FIN_META, fin_key(now, id), []);
-                if let Some((ev, ok)) = state_event(status.state) {
-                    leaves.push(leaf(&status.meta, ev, ok, now, Some(sha_bytes)));
+                if let Some(what) = state_event(status.state) {
+                    leaves.push(ctx.leaf(&status.meta, what, now));
                 }
                 let again = Status {
                     id: rid,
@@ -772,14 +806,15 @@ impl<S: Store> Outbox<S> {
                     answers: ack.answers.clone(),
                     sha256: ack.sha256.clone(),
                     size: ack.size,
-                    patient: self.pseudonym_of(&ack)?,
+                    patient: self.pseudonym_of(&ack)?.map(Cow::into_owned),
                 };
                 if self.audit.is_some() {
-                    let p = again.patient.clone();
+                    let p = again.patient.as_deref().map(Cow::Borrowed);
                     let sha = unhex32(&again.sha256);
                     let mut e = leaf_of(&again.meta, sha, Event::Resend, Outcome::Success, now, p);
-                    e.cert_fingerprint.clone_from(&extra.cert_fingerprint);
-                    leaves.push(e);
+                    e.cert_fingerprint = extra.cert_fingerprint.as_deref().map(Cow::Borrowed);
+                    // `again` ends with this block; the leaf owns its strings (a rare path).
+                    leaves.push(e.into_owned());
                 }
                 let ack_receiver = party_key(&again.meta.receiver);
                 b.put(PAYLOAD, id_key(rid), ack_payload);
@@ -821,7 +856,10 @@ impl<S: Store> Outbox<S> {
                         s.acknowledged_by = Some(link.clone());
                         left_queue += u64::from(index_effects(was, &s, &mut b));
                         b.put(META, id_key(s.id), encode(&s)?);
-                        leaves.extend(self.step_leaves(&s, steps)?);
+                        // `s` moves on below; its leaves own their strings.
+                        for e in self.step_leaves(&s, steps)? {
+                            leaves.push(e.into_owned());
+                        }
                         originals.push(s.id);
                         changed.push((was, s));
                     }
@@ -917,11 +955,11 @@ impl<S: Store> Outbox<S> {
     }
 
     /// One leaf per state entered after the first `from_step` steps of the timeline.
-    fn step_leaves(
+    fn step_leaves<'a>(
         &self,
-        status: &Status,
+        status: &'a Status,
         from_step: usize,
-    ) -> Result<Vec<LeafEvent>, OutboxError> {
+    ) -> Result<Vec<LeafEvent<'a>>, OutboxError> {
         let mut leaves = Vec::new();
         if self.audit.is_none() || status.timeline.len() <= from_step {
             return Ok(leaves);
@@ -1067,7 +1105,8 @@ impl<S: Store> Outbox<S> {
     ) -> Result<Vec<Result<Status, OutboxError>>, OutboxError> {
         let _guard = self.lock_keys(ids.iter().map(|id| busy_id(*id)).collect());
         let mut b = Batch::new();
-        let mut leaves = Vec::new();
+        // (place in `out`, steps before the change) of each changed record, for its leaves.
+        let mut stepped = Vec::with_capacity(ids.len());
         let mut left_queue = 0u64;
         // id → its state after its first occurrence.
         let mut seen: HashMap<RecordId, State> = HashMap::with_capacity(ids.len());
@@ -1096,15 +1135,22 @@ impl<S: Store> Outbox<S> {
             seen.insert(id, status.state);
             left_queue += u64::from(index_effects(was, &status, &mut own));
             own.put(META, id_key(id), encode(&status)?);
-            // One leaf per state entered (an attempt that does not kill the record enters none).
-            leaves.extend(self.step_leaves(&status, steps)?);
             b.append(own);
             if status.state != was {
                 changed.push((was, status.clone()));
             }
+            stepped.push((out.len(), steps));
             out.push(Ok(status));
         }
         if !b.is_empty() {
+            // One leaf per state entered (an attempt that does not kill the record enters none),
+            // borrowed from the statuses in `out`.
+            let mut leaves = Vec::new();
+            for &(at, steps) in &stepped {
+                if let Some(Ok(status)) = out.get(at) {
+                    leaves.extend(self.step_leaves(status, steps)?);
+                }
+            }
             self.submit(b, leaves)?.wait()?;
             self.sub_depth(left_queue);
             for o in &self.observers {
@@ -1388,7 +1434,8 @@ impl<S: Store> Outbox<S> {
                         now,
                         pseudonym,
                     );
-                    leaves.push(ev);
+                    // `s` ends with this iteration: the leaf owns its strings.
+                    leaves.push(ev.into_owned());
                 }
                 let sender = party_key(&s.meta.sender);
                 let ekey = envelope_key(&sender, &s.meta.envelope_id);
@@ -1429,7 +1476,8 @@ impl<S: Store> Outbox<S> {
                     if self.audit.is_some() {
                         let (ev, ok) = (Event::PayloadPurged, Outcome::Success);
                         let p = self.pseudonym_of(&s)?;
-                        leaves.push(leaf_of(&s.meta, unhex32(&s.sha256), ev, ok, now, p));
+                        let e = leaf_of(&s.meta, unhex32(&s.sha256), ev, ok, now, p);
+                        leaves.push(e.into_owned());
                     }
                 }
             }

@@ -925,14 +925,19 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
             }
         }
         let (on, off) = (&sides[0].rounds[r as usize], &sides[1].rounds[r as usize]);
+        let bg = |i: usize, m: &(u64, f64, f64)| {
+            sides[i].background[r as usize] * 1e6 / m.0.max(1) as f64
+        };
+        // Each round's foreground share too, so runs can be pooled afterwards (README "Audit cost").
         println!(
-            "round {:>2}: audit on {:>4.0} us CPU/accept ({:>5.0} accepts/s), off {:>4.0} us ({:>5.0} accepts/s): share {:>5.1}%",
+            "round {:>2}: audit on {:>4.0} us CPU/accept ({:>5.0} accepts/s), off {:>4.0} us ({:>5.0} accepts/s): share {:>5.1}%, foreground {:>5.1}%",
             r + 1,
             per_accept_us(on),
             on.0 as f64 / on.2,
             per_accept_us(off),
             off.0 as f64 / off.2,
-            (per_accept_us(on) / per_accept_us(off) - 1.0) * 100.0
+            (per_accept_us(on) / per_accept_us(off) - 1.0) * 100.0,
+            ((per_accept_us(on) - bg(0, on)) / (per_accept_us(off) - bg(1, off)) - 1.0) * 100.0
         );
     }
     if result.is_ok() {
