@@ -366,6 +366,7 @@ impl<'a> LeafEvent<'a> {
 
     /// Build the leaf; the patient id becomes its keyed hash.
     pub fn into_leaf(self, key: &PatientKey) -> Leaf {
+        let patient = self.pseudonym(key).map(Cow::into_owned);
         let own = |s: Option<Cow<'a, str>>| s.map(Cow::into_owned);
         let party = |p: Option<Cow<'a, Party>>| p.map(Cow::into_owned).filter(|p| !p.is_empty());
         Leaf {
@@ -381,10 +382,7 @@ impl<'a> LeafEvent<'a> {
             cert_fingerprint: own(self.cert_fingerprint),
             payload_sha256: self.payload_sha256.map(|h| hex(&h)),
             outcome: self.outcome,
-            patient: match self.patient {
-                Some(p) => Some(key.pseudonym(p.expose())),
-                None => own(self.patient_pseudonym),
-            },
+            patient,
         }
     }
 }
