@@ -925,9 +925,7 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
             }
         }
         let (on, off) = (&sides[0].rounds[r as usize], &sides[1].rounds[r as usize]);
-        let bg = |i: usize, m: &(u64, f64, f64)| {
-            sides[i].background[r as usize] * 1e6 / m.0.max(1) as f64
-        };
+        let fg = |i: usize, m| foreground_us(m, sides[i].background[r as usize]);
         // Each round's foreground share too, so runs can be pooled afterwards (README "Audit cost").
         println!(
             "round {:>2}: audit on {:>4.0} us CPU/accept ({:>5.0} accepts/s), off {:>4.0} us ({:>5.0} accepts/s): share {:>5.1}%, foreground {:>5.1}%",
@@ -937,7 +935,7 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
             per_accept_us(off),
             off.0 as f64 / off.2,
             (per_accept_us(on) / per_accept_us(off) - 1.0) * 100.0,
-            ((per_accept_us(on) - bg(0, on)) / (per_accept_us(off) - bg(1, off)) - 1.0) * 100.0
+            (fg(0, on) / fg(1, off) - 1.0) * 100.0
         );
     }
     if result.is_ok() {
@@ -963,11 +961,10 @@ async fn audit_share(a: &BenchArgs, templates: Vec<Template>, rounds: u32) -> Re
         );
         // The same without the engine's background threads, whose flushes and compactions land in
         // whichever round crosses a memtable or level threshold: most of the round-to-round spread.
-        let fg = |m: &(u64, f64, f64), bg: f64| (m.1 - bg) * 1e6 / m.0.max(1) as f64;
         let fg_shares: Vec<f64> = (0..sides[0].rounds.len().min(sides[1].rounds.len()))
             .map(|r| {
-                let on = fg(&sides[0].rounds[r], sides[0].background[r]);
-                let off = fg(&sides[1].rounds[r], sides[1].background[r]);
+                let on = foreground_us(&sides[0].rounds[r], sides[0].background[r]);
+                let off = foreground_us(&sides[1].rounds[r], sides[1].background[r]);
                 on / off - 1.0
             })
             .collect();
@@ -1036,6 +1033,11 @@ fn mean_and_ci95(xs: &[f64]) -> (f64, f64) {
 
 fn per_accept_us(m: &(u64, f64, f64)) -> f64 {
     m.1 * 1e6 / (m.0.max(1) as f64)
+}
+
+/// [`per_accept_us`] without the store engine's background threads (`bg` CPU seconds in the round).
+fn foreground_us(m: &(u64, f64, f64), bg: f64) -> f64 {
+    (m.1 - bg) * 1e6 / (m.0.max(1) as f64)
 }
 
 /// One closed-loop round against one broker: (accepted, broker CPU seconds until idle again, wall
